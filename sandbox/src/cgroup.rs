@@ -1,0 +1,1 @@
+//! cgroup v2 / v1 (being written).
