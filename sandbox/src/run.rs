@@ -1,0 +1,621 @@
+//! One execution, from the helper's side: prepare, start the sandbox, wait
+//! with a deadline, collect outputs, clean up, report.
+
+use std::ffi::CString;
+use std::io::{BufRead, BufReader, Read};
+use std::os::fd::{AsFd, OwnedFd};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+use nix::unistd::Pid;
+
+use crate::cgroup::{Cgroup, CgroupLimits};
+use crate::child::{self, ChildPipes, ChildPlan};
+use crate::confine::Rlimits;
+use crate::mounts::{self, PlanInput};
+use crate::profile::Weakening;
+use crate::spec::{Spec, Stdio};
+use crate::status::{LimitsInForce, Outcome, Restrictions, Status};
+
+/// Namespaces the sandbox creates, by their `/proc/self/ns` names.
+pub const NAMESPACES: &[&str] = &["user", "mnt", "pid", "net", "ipc", "uts", "cgroup"];
+
+/// Host uid base for sandbox ids when the helper runs as root: sandbox uid
+/// N maps to host uid `HOST_ID_BASE + N`, an unprivileged range.
+pub const HOST_ID_BASE: u32 = 100_000;
+
+static CANCELLED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+extern "C" fn on_cancel(_: libc::c_int) {
+    CANCELLED.store(true, std::sync::atomic::Ordering::SeqCst);
+}
+
+/// SIGTERM and SIGINT cancel the running execution: the sandbox is torn
+/// down and the status says `cancelled`. Installed without SA_RESTART so
+/// that the helper's waits return at once.
+pub fn install_cancel_handler() {
+    let action = nix::sys::signal::SigAction::new(
+        nix::sys::signal::SigHandler::Handler(on_cancel),
+        nix::sys::signal::SaFlags::empty(),
+        nix::sys::signal::SigSet::empty(),
+    );
+    for sig in [nix::sys::signal::Signal::SIGTERM, nix::sys::signal::Signal::SIGINT] {
+        // SAFETY: the handler only stores to an atomic, which is
+        // async-signal-safe.
+        let _ = unsafe { nix::sys::signal::sigaction(sig, &action) };
+    }
+}
+
+fn cancelled() -> bool {
+    CANCELLED.load(std::sync::atomic::Ordering::SeqCst)
+}
+
+/// Runs one spec to completion. Never panics on bad input: every failure is
+/// a [`Status`] with an outcome and a message.
+pub fn run(spec: &Spec) -> Status {
+    let start = Instant::now();
+    let mut status = Status {
+        version: crate::spec::SPEC_VERSION,
+        ..Default::default()
+    };
+    if let Err(e) = spec.validate() {
+        return Status::setup_failed(e.to_string());
+    }
+    match run_inner(spec, start, &mut status) {
+        Ok(()) => {}
+        Err(e) => {
+            status.outcome = Outcome::SetupFailed;
+            status.error = Some(e);
+        }
+    }
+    status
+}
+
+/// Everything that must be undone when the run ends, whatever happened.
+struct Guard {
+    cgroup: Option<Cgroup>,
+    init: Option<Pid>,
+    scratch_created: Option<PathBuf>,
+}
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        if let Some(pid) = self.init.take() {
+            // Killing init kills the whole pid namespace.
+            let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
+            let _ = nix::sys::wait::waitpid(pid, None);
+        }
+        if let Some(cg) = self.cgroup.take() {
+            let _ = cg.kill_all();
+            let _ = cg.remove();
+        }
+        if let Some(dir) = self.scratch_created.take() {
+            let _ = std::fs::remove_dir(dir);
+        }
+    }
+}
+
+fn run_inner(spec: &Spec, start: Instant, status: &mut Status) -> Result<(), String> {
+    let profile = &spec.profile;
+    let limits = spec.effective_limits();
+    let root_mode = nix::unistd::geteuid().is_root();
+    let ids = (profile.user.uid, profile.user.gid);
+    let host_ids = if root_mode {
+        (HOST_ID_BASE + ids.0, HOST_ID_BASE + ids.1)
+    } else {
+        (nix::unistd::geteuid().as_raw(), nix::unistd::getegid().as_raw())
+    };
+    if host_ids.0 == 0 || host_ids.1 == 0 {
+        return Err("refusing to map sandbox ids to host uid or gid 0".into());
+    }
+    let mut guard = Guard {
+        cgroup: None,
+        init: None,
+        scratch_created: None,
+    };
+    let mut weaker = Vec::new();
+
+    // Scratch: an empty directory the creator (host ids) can enter; the
+    // sandbox mounts its tmpfs there in its own mount namespace.
+    let scratch = &spec.scratch;
+    match std::fs::create_dir(scratch) {
+        Ok(()) => guard.scratch_created = Some(scratch.clone()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            if std::fs::read_dir(scratch).map_err(|e| format!("cannot read scratch {}: {e}", scratch.display()))?.next().is_some() {
+                return Err(format!("scratch directory {} is not empty", scratch.display()));
+            }
+        }
+        Err(e) => return Err(format!("cannot create scratch {}: {e}", scratch.display())),
+    }
+    if root_mode {
+        nix::unistd::chown(scratch, Some(host_ids.0.into()), Some(host_ids.1.into()))
+            .map_err(|e| format!("cannot chown scratch {}: {e}", scratch.display()))?;
+    }
+    check_dir(&spec.rootfs, "rootfs")?;
+    let empty_lower;
+    let lower: &Path = match &spec.input {
+        Some(p) => {
+            check_dir(p, "input")?;
+            p
+        }
+        None => {
+            // An empty lower layer, outside scratch (scratch is covered by
+            // its tmpfs inside the sandbox).
+            empty_lower = empty_dir()?;
+            &empty_lower
+        }
+    };
+
+    // Policy compiled before any fork.
+    let seccomp = if profile.seccomp.enabled {
+        Some(crate::seccomp::compile(&profile.seccomp).map_err(|e| format!("seccomp: {e}"))?)
+    } else {
+        None
+    };
+    let seccomp_rules = seccomp.as_ref().map_or(0, |s| s.rules);
+
+    // Limits: a cgroup of our own, or (when the profile allows it) rlimits.
+    let cg_limits = CgroupLimits {
+        memory_bytes: limits.memory_bytes,
+        pids: limits.pids,
+        cpu_millis: limits.cpu_millis,
+    };
+    let cg_name = format!("hermetic-{}-{}", std::process::id(), unique());
+    let enforcement = match Cgroup::create(spec.cgroup_parent.as_deref(), &cg_name, &cg_limits) {
+        Ok(cg) => {
+            let e = match cg.version() {
+                crate::cgroup::CgroupVersion::V1 => "cgroup-v1",
+                crate::cgroup::CgroupVersion::V2 => "cgroup-v2",
+            };
+            guard.cgroup = Some(cg);
+            e
+        }
+        Err(e) if profile.allow_weaker.contains(&Weakening::Cgroup) => {
+            weaker.push(format!("cgroup: {e}; limits fall back to rlimits"));
+            "rlimit"
+        }
+        Err(e) => return Err(format!("cannot create the action's cgroup: {e}")),
+    };
+    if enforcement == "rlimit" && limits.cpu_millis.is_some() {
+        weaker.push("cpu quota not enforced without a cgroup".into());
+    }
+    let rlimits = Rlimits {
+        fsize: limits.fsize_bytes,
+        nofile: limits.nofile,
+        nproc: (enforcement == "rlimit").then_some(limits.pids).flatten(),
+        address_space: (enforcement == "rlimit").then_some(limits.memory_bytes).flatten(),
+    };
+
+    let mount_plan = mounts::plan(&PlanInput {
+        rootfs: &spec.rootfs,
+        lower,
+        scratch,
+        tmp_bytes: limits.tmp_bytes,
+        scratch_bytes: limits.scratch_bytes,
+        passwd: passwd(profile),
+        group: format!("root:x:0:\n{0}:x:{1}:\nnogroup:x:65534:\n", profile.user.name, ids.1).into_bytes(),
+        hosts: b"127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n".to_vec(),
+    })
+    .map_err(|e| e.to_string())?;
+    let layout = mounts::ScratchLayout::new(scratch);
+
+    let mut host_ns = Vec::new();
+    for ns in NAMESPACES {
+        let m = std::fs::metadata(format!("/proc/self/ns/{ns}")).map_err(|e| format!("cannot read /proc/self/ns/{ns}: {e}"))?;
+        host_ns.push((ns.to_string(), std::os::unix::fs::MetadataExt::ino(&m)));
+    }
+    let env = environment(spec);
+    let path = env.iter().find(|(k, _)| k == "PATH").map(|(_, v)| v.clone()).unwrap_or_default();
+    let cwd = if spec.cwd.is_empty() { "/work".to_owned() } else { format!("/work/{}", spec.cwd) };
+    let plan = ChildPlan {
+        drop_to: root_mode.then_some(host_ids),
+        host_ids,
+        ids,
+        hostname: profile.environment.hostname.clone(),
+        mounts: mount_plan,
+        scratch: scratch.clone(),
+        new_root: layout.root.clone(),
+        upper: layout.upper.clone(),
+        host_ns,
+        argv: cstrings(spec.argv.iter().map(|s| s.as_bytes().to_vec()))?,
+        envp: cstrings(env.iter().map(|(k, v)| format!("{k}={v}").into_bytes()))?,
+        path,
+        cwd: CString::new(cwd).map_err(|_| "cwd has a NUL byte")?,
+        umask: profile.environment.umask,
+        rlimits,
+        landlock: profile.landlock.enabled.then(|| profile.landlock.clone()),
+        seccomp,
+        cpus: spec.variation.cpus,
+        stdout: open_stdio(&spec.stdout)?,
+        stderr: open_stdio(&spec.stderr)?,
+    };
+
+    let (from_helper_r, from_helper_w) = pipe()?;
+    let (ctl_r, ctl_w) = pipe()?;
+    let (exec_r, exec_w) = pipe()?;
+    let pipes = ChildPipes {
+        from_helper: from_helper_r,
+        ctl: ctl_w,
+        exec: exec_w,
+    };
+    // SAFETY: the helper is single-threaded, so the child may run arbitrary
+    // code; it never returns (child::creator ends in _exit or execve).
+    let creator = match unsafe { nix::unistd::fork() }.map_err(|e| format!("fork failed: {e}"))? {
+        nix::unistd::ForkResult::Child => child::creator(&plan, &pipes),
+        nix::unistd::ForkResult::Parent { child } => child,
+    };
+    drop(pipes);
+    drop(plan);
+    let moved = match &guard.cgroup {
+        Some(cg) => cg.add_pid(creator.as_raw()).map_err(|e| format!("cannot move the sandbox into its cgroup: {e}")),
+        None => Ok(()),
+    };
+    if let Err(e) = moved {
+        let _ = nix::sys::signal::kill(creator, nix::sys::signal::Signal::SIGKILL);
+        let _ = nix::sys::wait::waitpid(creator, None);
+        return Err(e);
+    }
+    nix::unistd::write(&from_helper_w, b"g").map_err(|e| format!("cannot start the sandbox: {e}"))?;
+
+    let mut ctl = BufReader::new(std::fs::File::from(ctl_r));
+    let setup_deadline = Instant::now() + Duration::from_secs(60);
+    // The creator reports init's pid and exits.
+    let init = match read_line(&mut ctl, setup_deadline)? {
+        Some(l) if l.starts_with("pid ") => Pid::from_raw(l[4..].trim().parse().map_err(|_| format!("bad message {l:?}"))?),
+        Some(l) => {
+            let _ = nix::sys::wait::waitpid(creator, None);
+            return Err(l.strip_prefix("fail ").unwrap_or(&l).to_owned());
+        }
+        None => return Err("the sandbox's creator died before starting init".into()),
+    };
+    let _ = nix::sys::wait::waitpid(creator, None);
+    guard.init = Some(init);
+    let ready = match read_line(&mut ctl, setup_deadline)? {
+        Some(l) if l.starts_with("ready ") => l[6..].to_owned(),
+        Some(l) => return Err(l.strip_prefix("fail ").unwrap_or(&l).to_owned()),
+        None => return Err("init died during set-up".into()),
+    };
+    let ready: serde_json::Value = serde_json::from_str(&ready).map_err(|e| format!("bad report from init: {e}"))?;
+
+    // The step's confinement report; EOF on the pipe marks its execve.
+    let mut exec_report = String::new();
+    let mut exec_file = std::fs::File::from(exec_r);
+    read_to_end_by(&mut exec_file, &mut exec_report, setup_deadline)?;
+    let exec_at = Instant::now();
+    status.timings.setup_us = (exec_at - start).as_micros() as u64;
+    let mut step_report = None;
+    let mut exec_error = None;
+    for line in exec_report.lines() {
+        if let Some(r) = line.strip_prefix("report ") {
+            step_report = serde_json::from_str::<serde_json::Value>(r).ok();
+        } else if let Some(f) = line.strip_prefix("fail ") {
+            return Err(f.to_owned());
+        } else if let Some(e) = line.strip_prefix("execfail ") {
+            let errno = nix::Error::from_raw(e.trim().parse().unwrap_or(libc::ENOENT));
+            exec_error = Some(errno);
+        }
+    }
+    let step_report = step_report.ok_or("the step died before reporting its confinement")?;
+
+    // Restrictions, as verified inside.
+    let landlock: crate::status::LandlockStatus =
+        serde_json::from_value(step_report["landlock"].clone()).unwrap_or_default();
+    if profile.landlock.enabled && landlock.enforced != "full" {
+        if profile.allow_weaker.contains(&Weakening::Landlock) {
+            weaker.push(format!("landlock {} (kernel ABI {})", landlock.enforced, landlock.abi_kernel));
+        } else {
+            return Err(format!(
+                "landlock is only {} enforced (kernel ABI {}, profile pins {}) and the profile requires it",
+                landlock.enforced, landlock.abi_kernel, landlock.abi_requested
+            ));
+        }
+    }
+    status.restrictions = Restrictions {
+        profile: profile.name.clone(),
+        profile_digest: profile.digest(),
+        namespaces: serde_json::from_value(ready["namespaces"].clone()).unwrap_or_default(),
+        host_uid_base: host_ids.0,
+        uid: step_report["uid"].as_u64().unwrap_or(u64::MAX) as u32,
+        gid: step_report["gid"].as_u64().unwrap_or(u64::MAX) as u32,
+        landlock,
+        seccomp: step_report["seccomp"].as_bool().unwrap_or(false),
+        seccomp_rules,
+        no_new_privs: step_report["no_new_privs"].as_bool().unwrap_or(false),
+        capabilities_dropped: step_report["capabilities_dropped"].as_bool().unwrap_or(false),
+        network: serde_json::from_value(ready["network"].clone()).unwrap_or_default(),
+        limits: LimitsInForce {
+            enforcement: enforcement.into(),
+            timeout_ms: limits.timeout_ms,
+            memory_bytes: limits.memory_bytes,
+            pids: limits.pids,
+            cpu_millis: limits.cpu_millis,
+            tmp_bytes: limits.tmp_bytes,
+            scratch_bytes: limits.scratch_bytes,
+            fsize_bytes: limits.fsize_bytes,
+            nofile: limits.nofile,
+        },
+        weaker,
+    };
+
+    // Run, with the deadline.
+    let deadline = exec_at + Duration::from_millis(limits.timeout_ms);
+    let mut wait_status = None;
+    let mut timed_out = false;
+    match read_line(&mut ctl, deadline)? {
+        Some(l) if l.starts_with("exit ") => wait_status = l[5..].trim().parse::<i32>().ok(),
+        Some(l) => return Err(format!("unexpected message from init: {l:?}")),
+        None if Instant::now() >= deadline || cancelled() => {
+            timed_out = !cancelled();
+            // SIGTERM to init is forwarded to every process; then a grace
+            // period; then SIGKILL of init takes the whole namespace down.
+            let _ = nix::sys::signal::kill(init, nix::sys::signal::Signal::SIGTERM);
+            let grace = Instant::now() + Duration::from_millis(limits.grace_ms);
+            if let Some(l) = read_line(&mut ctl, grace)?
+                && let Some(s) = l.strip_prefix("exit ")
+            {
+                wait_status = s.trim().parse::<i32>().ok();
+            }
+        }
+        None => {}
+    }
+    let exited_at = Instant::now();
+    status.timings.run_us = (exited_at - exec_at).as_micros() as u64;
+
+    // Collect while init holds the (now quiet) mount namespace open.
+    if wait_status.is_some()
+        && let Some(dest) = &spec.output_dir
+    {
+        collect_outputs(spec, init, &ready, dest, status);
+    }
+    drop(from_helper_w); // releases init
+    if !timed_out && wait_status.is_none() {
+        // init vanished without reporting: killed from outside.
+        status.error = Some("the sandbox's init died unexpectedly".into());
+    }
+    let _ = nix::sys::signal::kill(init, nix::sys::signal::Signal::SIGKILL);
+    // SAFETY: an all-zero rusage is a valid out value.
+    let mut rusage: libc::rusage = unsafe { std::mem::zeroed() };
+    let mut raw = 0;
+    // SAFETY: wait4 on our own child with valid out pointers.
+    unsafe { libc::wait4(init.as_raw(), &mut raw, 0, &mut rusage) };
+    guard.init = None;
+
+    let mut oom_kills = 0;
+    if let Some(cg) = guard.cgroup.take() {
+        let _ = cg.kill_all();
+        match cg.usage() {
+            Ok(u) => {
+                status.usage.user_cpu_us = u.user_cpu_us;
+                status.usage.sys_cpu_us = u.sys_cpu_us;
+                status.usage.peak_memory_bytes = u.peak_memory_bytes;
+                status.usage.peak_memory_source = "cgroup".into();
+                oom_kills = u.oom_kills;
+            }
+            Err(e) => status.error = Some(format!("cannot read cgroup usage: {e}")),
+        }
+        if let Err(e) = cg.remove() {
+            status.error.get_or_insert(format!("cannot remove the action's cgroup: {e}"));
+        }
+    }
+    if status.usage.peak_memory_source.is_empty() {
+        status.usage.user_cpu_us = tv_us(rusage.ru_utime);
+        status.usage.sys_cpu_us = tv_us(rusage.ru_stime);
+        status.usage.peak_memory_bytes = rusage.ru_maxrss as u64 * 1024;
+        status.usage.peak_memory_source = "rusage".into();
+    }
+
+    if let Some(ws) = wait_status {
+        if libc::WIFEXITED(ws) {
+            status.exit_code = Some(libc::WEXITSTATUS(ws));
+        } else if libc::WIFSIGNALED(ws) {
+            status.signal = Some(libc::WTERMSIG(ws));
+        }
+    } else if timed_out || cancelled() {
+        status.signal = Some(libc::SIGKILL);
+    }
+    status.timed_out = timed_out;
+    status.oom_killed = oom_kills > 0 && status.exit_code != Some(0);
+    status.outcome = if cancelled() {
+        Outcome::Cancelled
+    } else if timed_out {
+        Outcome::TimedOut
+    } else if status.oom_killed {
+        Outcome::OomKilled
+    } else if let Some(e) = exec_error {
+        status.error = Some(format!("cannot execute {:?}: {e}", spec.argv[0]));
+        Outcome::ExecFailed
+    } else if wait_status.is_none() {
+        Outcome::SetupFailed
+    } else if !status.output_errors.is_empty() {
+        Outcome::OutputError
+    } else {
+        Outcome::Completed
+    };
+    drop(guard);
+    status.timings.teardown_us = exited_at.elapsed().as_micros() as u64;
+    Ok(())
+}
+
+fn collect_outputs(spec: &Spec, init: Pid, ready: &serde_json::Value, dest: &Path, status: &mut Status) {
+    let proc = PathBuf::from(format!("/proc/{}", init.as_raw()));
+    let work = match crate::outputs::open_dir(&proc.join("root/work")) {
+        Ok(fd) => fd,
+        Err(e) => {
+            status.output_errors.push(format!("cannot open the sandbox's /work: {e}"));
+            return;
+        }
+    };
+    let paths = if spec.outputs.is_empty() {
+        let upper = ready["upper_fd"].as_i64().unwrap_or(-1);
+        match crate::outputs::open_dir(&proc.join(format!("fd/{upper}")))
+            .and_then(|fd| crate::outputs::written_paths(fd.as_fd()))
+        {
+            Ok(p) => top_level(p),
+            Err(e) => {
+                status.output_errors.push(format!("cannot list what the step wrote: {e}"));
+                return;
+            }
+        }
+    } else {
+        spec.outputs.iter().map(|o| o.trim_end_matches('/').to_owned()).collect()
+    };
+    let c = crate::outputs::collect(work.as_fd(), &paths, dest);
+    status.outputs = c.entries;
+    status.output_errors = c.errors;
+}
+
+/// Drops paths whose parent directory is also listed (collection recurses).
+fn top_level(mut paths: Vec<String>) -> Vec<String> {
+    paths.sort();
+    let mut out: Vec<String> = Vec::new();
+    for p in paths {
+        if !out.iter().any(|q| p.starts_with(&format!("{q}/"))) {
+            out.push(p);
+        }
+    }
+    out
+}
+
+fn tv_us(t: libc::timeval) -> u64 {
+    t.tv_sec as u64 * 1_000_000 + t.tv_usec as u64
+}
+
+fn check_dir(p: &Path, what: &str) -> Result<(), String> {
+    match std::fs::metadata(p) {
+        Ok(m) if m.is_dir() => Ok(()),
+        Ok(_) => Err(format!("{what} {} is not a directory", p.display())),
+        Err(e) => Err(format!("{what} {}: {e}", p.display())),
+    }
+}
+
+/// A process-wide counter for unique names.
+fn unique() -> u64 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static N: AtomicU64 = AtomicU64::new(0);
+    N.fetch_add(1, Ordering::Relaxed)
+}
+
+/// An empty directory readable by everyone, shared by executions without input.
+fn empty_dir() -> Result<PathBuf, String> {
+    let dir = std::env::temp_dir().join(format!("hermetic-empty-{}", nix::unistd::geteuid()));
+    match std::fs::create_dir(&dir) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+        Err(e) => return Err(format!("cannot create {}: {e}", dir.display())),
+    }
+    let m = std::fs::symlink_metadata(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    use std::os::unix::fs::MetadataExt;
+    if !m.is_dir() || m.uid() != nix::unistd::geteuid().as_raw() || std::fs::read_dir(&dir).map(|mut d| d.next().is_some()).unwrap_or(true) {
+        return Err(format!("{} is not an empty directory of ours", dir.display()));
+    }
+    Ok(dir)
+}
+
+fn passwd(profile: &crate::profile::Profile) -> Vec<u8> {
+    let u = &profile.user;
+    format!(
+        "root:x:0:0:root:/root:/bin/sh\n{}:x:{}:{}:{}:{}:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n",
+        u.name, u.uid, u.gid, u.name, u.home
+    )
+    .into_bytes()
+}
+
+/// The step's environment: exactly the spec's, in order, then the profile's
+/// defaults for names the spec did not give.
+pub fn environment(spec: &Spec) -> Vec<(String, String)> {
+    let p = &spec.profile;
+    let mut env = spec.env.clone();
+    let defaults = [
+        ("PATH", p.environment.path.clone()),
+        ("HOME", p.user.home.clone()),
+        ("USER", p.user.name.clone()),
+        ("LOGNAME", p.user.name.clone()),
+        ("TZ", p.environment.tz.clone()),
+        ("LANG", p.environment.lang.clone()),
+        ("SOURCE_DATE_EPOCH", p.environment.source_date_epoch.to_string()),
+    ];
+    for (k, v) in defaults {
+        if !env.iter().any(|(n, _)| n == k) {
+            env.push((k.to_owned(), v));
+        }
+    }
+    env
+}
+
+fn cstrings(items: impl Iterator<Item = Vec<u8>>) -> Result<Vec<CString>, String> {
+    items.map(|b| CString::new(b).map_err(|_| "a string contains a NUL byte".to_owned())).collect()
+}
+
+fn open_stdio(s: &Stdio) -> Result<Option<OwnedFd>, String> {
+    use std::os::unix::fs::OpenOptionsExt;
+    match s {
+        Stdio::Inherit => Ok(None),
+        Stdio::Null => std::fs::OpenOptions::new()
+            .write(true)
+            .open("/dev/null")
+            .map(|f| Some(f.into()))
+            .map_err(|e| format!("cannot open /dev/null: {e}")),
+        Stdio::File(p) => std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o644)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(p)
+            .map(|f| Some(f.into()))
+            .map_err(|e| format!("cannot open {}: {e}", p.display())),
+    }
+}
+
+fn pipe() -> Result<(OwnedFd, OwnedFd), String> {
+    nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| format!("pipe failed: {e}"))
+}
+
+fn remaining(deadline: Instant) -> PollTimeout {
+    let ms = deadline.saturating_duration_since(Instant::now()).as_millis().min(i32::MAX as u128) as i32;
+    PollTimeout::try_from(ms).unwrap_or(PollTimeout::MAX)
+}
+
+/// Reads one line, or `None` at EOF or when the deadline passes.
+fn read_line(r: &mut BufReader<std::fs::File>, deadline: Instant) -> Result<Option<String>, String> {
+    loop {
+        if !r.buffer().is_empty() {
+            break;
+        }
+        let mut fds = [PollFd::new(r.get_ref().as_fd(), PollFlags::POLLIN)];
+        match poll(&mut fds, remaining(deadline)) {
+            Ok(0) => return Ok(None),
+            Ok(_) => break,
+            Err(nix::Error::EINTR) if cancelled() => return Ok(None),
+            Err(nix::Error::EINTR) => continue,
+            Err(e) => return Err(format!("poll failed: {e}")),
+        }
+    }
+    let mut line = String::new();
+    match r.read_line(&mut line) {
+        Ok(0) => Ok(None),
+        Ok(_) => Ok(Some(line.trim_end().to_owned())),
+        Err(e) => Err(format!("reading from the sandbox failed: {e}")),
+    }
+}
+
+fn read_to_end_by(f: &mut std::fs::File, out: &mut String, deadline: Instant) -> Result<(), String> {
+    let mut buf = [0u8; 4096];
+    loop {
+        let mut fds = [PollFd::new(f.as_fd(), PollFlags::POLLIN)];
+        match poll(&mut fds, remaining(deadline)) {
+            Ok(0) => return Err("the sandbox did not start the step in time".into()),
+            Ok(_) => {}
+            Err(nix::Error::EINTR) if cancelled() => return Err("cancelled during set-up".into()),
+            Err(nix::Error::EINTR) => continue,
+            Err(e) => return Err(format!("poll failed: {e}")),
+        }
+        match f.read(&mut buf) {
+            Ok(0) => return Ok(()),
+            Ok(n) => out.push_str(&String::from_utf8_lossy(&buf[..n])),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(format!("reading from the step failed: {e}")),
+        }
+    }
+}

@@ -1,0 +1,164 @@
+//! Supervisor mode: one long-lived helper process, started once by the
+//! daemon, that forks a runner per action instead of paying an `execve` of
+//! the helper each time.
+//!
+//! Protocol, one JSON object per line in each direction:
+//! - in: `{"id": N, "spec": {...}}` runs a spec; `{"id": N, "cancel": true}`
+//!   cancels it (SIGTERM to its runner, which tears the sandbox down);
+//! - out: `{"id": N, "status": {...}}` once per spec, in completion order.
+//!
+//! The supervisor stays single-threaded: it polls standard input and one
+//! pipe per running action. End of input stops it after the running actions
+//! finish.
+
+use std::collections::HashMap;
+use std::io::{BufRead, Write};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+
+use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+use nix::unistd::Pid;
+use serde::{Deserialize, Serialize};
+
+use crate::spec::Spec;
+use crate::status::Status;
+
+/// A request line.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Request {
+    id: u64,
+    #[serde(default)]
+    spec: Option<Box<serde_json::value::RawValue>>,
+    #[serde(default)]
+    cancel: bool,
+}
+
+/// A response line.
+#[derive(Debug, Serialize)]
+struct Response<'a> {
+    id: u64,
+    status: &'a Status,
+}
+
+struct Running {
+    pid: Pid,
+    pipe: OwnedFd,
+    buf: Vec<u8>,
+}
+
+/// Serves requests from `input` until it closes and every action is done.
+pub fn serve(input: impl BufRead + AsFd, mut output: impl Write) -> std::io::Result<()> {
+    crate::run::install_cancel_handler();
+    let in_fd = input.as_fd().as_raw_fd();
+    let mut lines = input;
+    let mut running: HashMap<u64, Running> = HashMap::new();
+    let mut open = true;
+    while open || !running.is_empty() {
+        let ids: Vec<u64> = running.keys().copied().collect();
+        let mut fds: Vec<PollFd> = Vec::with_capacity(ids.len() + 1);
+        // SAFETY: in_fd stays open for this whole function (owned by `lines`).
+        let stdin_fd = unsafe { std::os::fd::BorrowedFd::borrow_raw(in_fd) };
+        if open {
+            fds.push(PollFd::new(stdin_fd, PollFlags::POLLIN));
+        }
+        for id in &ids {
+            fds.push(PollFd::new(running[id].pipe.as_fd(), PollFlags::POLLIN));
+        }
+        match poll(&mut fds, PollTimeout::NONE) {
+            Err(nix::Error::EINTR) => continue,
+            Err(e) => return Err(e.into()),
+            Ok(_) => {}
+        }
+        let ready: Vec<bool> = fds.iter().map(|f| f.any().unwrap_or(false)).collect();
+        drop(fds);
+        let (stdin_ready, rest) = if open { (ready[0], &ready[1..]) } else { (false, &ready[..]) };
+        for (i, id) in ids.iter().enumerate() {
+            if !rest[i] {
+                continue;
+            }
+            let r = running.get_mut(id).expect("listed");
+            let mut chunk = [0u8; 65536];
+            match nix::unistd::read(&r.pipe, &mut chunk) {
+                Ok(0) | Err(_) => {
+                    let r = running.remove(id).expect("listed");
+                    let _ = nix::sys::wait::waitpid(r.pid, None);
+                    let status = serde_json::from_slice::<Status>(&r.buf)
+                        .unwrap_or_else(|e| Status::setup_failed(format!("the action's runner died: {e}")));
+                    respond(&mut output, *id, &status)?;
+                }
+                Ok(n) => r.buf.extend_from_slice(&chunk[..n]),
+            }
+        }
+        if stdin_ready {
+            let mut line = String::new();
+            if lines.read_line(&mut line)? == 0 {
+                open = false;
+                continue;
+            }
+            if line.trim().is_empty() {
+                continue;
+            }
+            match serde_json::from_str::<Request>(&line) {
+                Err(e) => respond(&mut output, 0, &Status::setup_failed(format!("bad request line: {e}")))?,
+                Ok(req) if req.cancel => {
+                    if let Some(r) = running.get(&req.id) {
+                        let _ = nix::sys::signal::kill(r.pid, nix::sys::signal::Signal::SIGTERM);
+                    }
+                }
+                Ok(req) => {
+                    let spec = req
+                        .spec
+                        .ok_or_else(|| "request has neither spec nor cancel".to_owned())
+                        .and_then(|raw| Spec::from_json(raw.get().as_bytes()).map_err(|e| e.to_string()));
+                    match spec {
+                        Err(e) => respond(&mut output, req.id, &Status::setup_failed(e))?,
+                        Ok(_) if running.contains_key(&req.id) => {
+                            respond(&mut output, req.id, &Status::setup_failed(format!("id {} is already running", req.id)))?
+                        }
+                        Ok(spec) => match start(&spec) {
+                            Ok(r) => {
+                                running.insert(req.id, r);
+                            }
+                            Err(e) => respond(&mut output, req.id, &Status::setup_failed(e))?,
+                        },
+                    }
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+fn respond(out: &mut impl Write, id: u64, status: &Status) -> std::io::Result<()> {
+    let mut line = serde_json::to_vec(&Response { id, status }).map_err(std::io::Error::other)?;
+    line.push(b'\n');
+    out.write_all(&line)?;
+    out.flush()
+}
+
+/// Forks a runner for one spec; its status comes back through a pipe.
+fn start(spec: &Spec) -> Result<Running, String> {
+    let (r, w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| format!("pipe failed: {e}"))?;
+    // SAFETY: the supervisor is single-threaded; the child runs the spec and
+    // ends in _exit.
+    match unsafe { nix::unistd::fork() }.map_err(|e| format!("fork failed: {e}"))? {
+        nix::unistd::ForkResult::Child => {
+            drop(r);
+            let status = crate::run::run(spec);
+            let bytes = serde_json::to_vec(&status).unwrap_or_default();
+            let mut f = std::fs::File::from(w);
+            let _ = f.write_all(&bytes);
+            drop(f);
+            // SAFETY: _exit skips the parent's buffered stdout on purpose.
+            unsafe { libc::_exit(0) }
+        }
+        nix::unistd::ForkResult::Parent { child } => {
+            drop(w);
+            Ok(Running {
+                pid: child,
+                pipe: r,
+                buf: Vec::new(),
+            })
+        }
+    }
+}
