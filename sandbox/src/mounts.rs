@@ -368,8 +368,16 @@ fn execute_one(op: &MountOp) -> Result<(), MountError> {
             errno: nix::Error::from_raw(e.raw_os_error().unwrap_or(libc::EIO)),
         }),
         MountOp::BindReadOnly { src, dst } => {
-            sys("bind-mount onto", dst, mount(Some(src.as_path()), dst.as_path(), none, MsFlags::MS_BIND, none))?;
-            remount_readonly(dst, MsFlags::MS_NOSUID | MsFlags::MS_NODEV)
+            // Recursive: a user namespace may not bind a directory without
+            // the mounts locked beneath it. Each of those is made read-only
+            // too.
+            let flags = MsFlags::MS_BIND | MsFlags::MS_REC;
+            sys("bind-mount onto", dst, mount(Some(src.as_path()), dst.as_path(), none, flags, none))?;
+            remount_readonly(dst, MsFlags::MS_NOSUID | MsFlags::MS_NODEV)?;
+            for sub in submounts(dst)? {
+                remount_readonly(&sub, MsFlags::MS_NOSUID | MsFlags::MS_NODEV)?;
+            }
+            Ok(())
         }
         MountOp::BindDevice { src, dst } => {
             sys("bind-mount device onto", dst, mount(Some(src.as_path()), dst.as_path(), none, MsFlags::MS_BIND, none))?;
@@ -427,6 +435,40 @@ fn execute_one(op: &MountOp) -> Result<(), MountError> {
             Err(_) => Ok(()),
         },
     }
+}
+
+/// Mount points strictly below `dir`, from /proc/self/mountinfo.
+fn submounts(dir: &Path) -> Result<Vec<PathBuf>, MountError> {
+    let info = std::fs::read_to_string("/proc/self/mountinfo").map_err(|e| MountError::Sys {
+        what: "read",
+        path: "/proc/self/mountinfo".into(),
+        errno: nix::Error::from_raw(e.raw_os_error().unwrap_or(libc::EIO)),
+    })?;
+    let prefix = format!("{}/", dir.display());
+    Ok(info
+        .lines()
+        .filter_map(|l| l.split(' ').nth(4))
+        .map(unescape_mountinfo)
+        .filter(|p| p.starts_with(&prefix))
+        .map(PathBuf::from)
+        .collect())
+}
+
+/// mountinfo escapes space, tab, newline and backslash as octal.
+fn unescape_mountinfo(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'\\' && i + 3 < b.len() && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c)) {
+            out.push((b[i + 1] - b'0') * 64 + (b[i + 2] - b'0') * 8 + (b[i + 3] - b'0'));
+            i += 4;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// Remounts a bind read-only with `extra` flags, keeping the flags a user
