@@ -68,6 +68,8 @@ pub struct ChildPlan {
     pub landlock: Option<crate::profile::Landlock>,
     /// Seccomp filter (`None`: disabled by the profile).
     pub seccomp: Option<CompiledFilter>,
+    /// The highest capability number (from /proc/sys/kernel/cap_last_cap).
+    pub last_cap: u64,
     /// Restrict to this many CPUs.
     pub cpus: Option<u32>,
     /// fds for the step's stdout and stderr (`None`: inherit).
@@ -378,7 +380,7 @@ fn step(plan: &ChildPlan, pipes: &ChildPipes) -> ! {
     if let Err(e) = confine::set_rlimits(&plan.rlimits) {
         fail(e.to_string());
     }
-    if let Err(e) = confine::drop_capabilities() {
+    if let Err(e) = confine::drop_capabilities(plan.last_cap) {
         fail(e.to_string());
     }
     if let Err(e) = confine::set_no_new_privs() {

@@ -72,8 +72,9 @@ pub fn set_rlimits(r: &Rlimits) -> Result<(), ConfineError> {
     Ok(())
 }
 
-/// The highest capability number the kernel knows.
-fn last_cap() -> u64 {
+/// The highest capability number the kernel knows. Read by the helper
+/// before it forks (the step cannot rely on /proc/sys).
+pub fn last_cap() -> u64 {
     std::fs::read_to_string("/proc/sys/kernel/cap_last_cap")
         .ok()
         .and_then(|s| s.trim().parse().ok())
@@ -82,8 +83,7 @@ fn last_cap() -> u64 {
 
 /// Drops every capability from every set, locks the securebits so that no
 /// execve can grant any back, and verifies all sets are empty.
-pub fn drop_capabilities() -> Result<(), ConfineError> {
-    let last = last_cap();
+pub fn drop_capabilities(last: u64) -> Result<(), ConfineError> {
     // Bounding set and securebits need CAP_SETPCAP, which goes last.
     for cap in 0..=last {
         // SAFETY: prctl with integer arguments only.

@@ -226,6 +226,7 @@ fn run_inner(spec: &Spec, start: Instant, status: &mut Status) -> Result<(), Str
         rlimits,
         landlock: profile.landlock.enabled.then(|| profile.landlock.clone()),
         seccomp,
+        last_cap: crate::confine::last_cap(),
         cpus: spec.variation.cpus,
         stdout: open_stdio(&spec.stdout)?,
         stderr: open_stdio(&spec.stderr)?,
