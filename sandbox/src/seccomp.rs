@@ -920,6 +920,9 @@ mod tests {
             "ptrace",
             "process_vm_readv",
             "process_vm_writev",
+            "pidfd_getfd",
+            "process_madvise",
+            "kcmp",
             "perf_event_open",
         ];
         for name in gone.iter().chain(&["mount", "clone3", "setxattr", "ioctl"]) {
