@@ -1,0 +1,143 @@
+//! The action cache: `ActionResult`s keyed by digest function and action
+//! digest, one file each under `ac/{function}/{hh}/{hash}-{size}`, written
+//! by temp file, fsync and rename.
+//!
+//! A result is served only while every blob it refers to (outputs, the
+//! files inside output trees, stdout and stderr) is still in the CAS.
+
+use std::fs::{self, File};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use bazel_remote_apis::build::bazel::remote::execution::v2::{ActionResult, Tree};
+use prost::Message;
+
+use crate::cas::Store;
+use crate::digest::{BlobKey, DigestFunction};
+use crate::error::{Error, Result};
+
+/// The on-disk action cache.
+#[derive(Debug)]
+pub struct ActionCache {
+    root: PathBuf,
+    tmp: PathBuf,
+    fsync: bool,
+}
+
+impl ActionCache {
+    /// Opens (creating) the cache under `state_dir`; `tmp` must be on the
+    /// same filesystem.
+    pub fn open(state_dir: &Path, tmp: &Path, fsync: bool) -> Result<Self> {
+        let root = state_dir.join("ac");
+        fs::create_dir_all(&root).map_err(Error::io("create", &root))?;
+        Ok(ActionCache {
+            root,
+            tmp: tmp.to_owned(),
+            fsync,
+        })
+    }
+
+    fn path(&self, key: &BlobKey) -> PathBuf {
+        let hex = key.hex();
+        self.root
+            .join(key.function.name())
+            .join(&hex[..2])
+            .join(format!("{hex}-{}", key.size))
+    }
+
+    /// The stored result, if any (whatever its blobs' state).
+    pub fn get_raw(&self, key: &BlobKey) -> Result<Option<ActionResult>> {
+        let path = self.path(key);
+        let data = match fs::read(&path) {
+            Ok(d) => d,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(Error::io("read", path)(e)),
+        };
+        ActionResult::decode(data.as_slice())
+            .map(Some)
+            .map_err(|source| Error::Corrupt {
+                what: "action result",
+                key: *key,
+                source,
+            })
+    }
+
+    /// The stored result if every blob it refers to is still stored.
+    pub fn get(&self, key: &BlobKey, store: &Store) -> Result<Option<ActionResult>> {
+        let Some(result) = self.get_raw(key)? else {
+            return Ok(None);
+        };
+        match referenced_blobs(&result, key.function, store) {
+            Ok(blobs) if store.find_missing(&blobs).is_empty() => Ok(Some(result)),
+            Ok(_) | Err(Error::NotFound(_)) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Stores a result.
+    pub fn put(&self, key: &BlobKey, result: &ActionResult) -> Result<()> {
+        let path = self.path(key);
+        let dir = path.parent().expect("has a parent");
+        fs::create_dir_all(dir).map_err(Error::io("create", dir))?;
+        let tmp = self.tmp.join(uuid::Uuid::new_v4().to_string());
+        let write = || -> std::io::Result<()> {
+            let mut f = File::create(&tmp)?;
+            f.write_all(&result.encode_to_vec())?;
+            if self.fsync {
+                f.sync_all()?;
+            }
+            fs::rename(&tmp, &path)?;
+            if self.fsync {
+                File::open(dir)?.sync_all()?;
+            }
+            Ok(())
+        };
+        write().map_err(|e| {
+            let _ = fs::remove_file(&tmp);
+            Error::io("write action result", &path)(e)
+        })
+    }
+}
+
+/// Every CAS blob a result refers to, including the files inside output
+/// trees (read from the store; a missing tree gives `NotFound`).
+pub fn referenced_blobs(
+    result: &ActionResult,
+    function: DigestFunction,
+    store: &Store,
+) -> Result<Vec<BlobKey>> {
+    let mut keys = Vec::new();
+    for f in &result.output_files {
+        keys.push(BlobKey::from_opt(
+            function,
+            f.digest.as_ref(),
+            "output file digest",
+        )?);
+    }
+    for d in [&result.stdout_digest, &result.stderr_digest]
+        .into_iter()
+        .flatten()
+    {
+        keys.push(BlobKey::from_proto(function, d)?);
+    }
+    for d in &result.output_directories {
+        let tree_key = BlobKey::from_opt(function, d.tree_digest.as_ref(), "output tree digest")?;
+        keys.push(tree_key);
+        let data = store.read(&tree_key)?;
+        let tree = Tree::decode(data.as_slice()).map_err(|source| Error::Corrupt {
+            what: "tree",
+            key: tree_key,
+            source,
+        })?;
+        for dir in tree.root.iter().chain(tree.children.iter()) {
+            for f in &dir.files {
+                keys.push(BlobKey::from_opt(
+                    function,
+                    f.digest.as_ref(),
+                    "file digest",
+                )?);
+            }
+        }
+    }
+    Ok(keys)
+}

@@ -1,0 +1,434 @@
+//! The on-disk content-addressed store.
+//!
+//! Layout under the state directory:
+//! - `cas/{sha256|blake3}/{hh}/{hash}`: a blob, read-only (0444);
+//! - `cas/{sha256|blake3}/{hh}/{hash}.x`: its executable copy (0555), made
+//!   only when needed, since staging hardlinks blobs and the executable bit
+//!   belongs to the inode;
+//! - `tmp/`: uploads in progress, emptied at start-up.
+//!
+//! Every blob is written to a temp file, verified against its digest,
+//! fsynced, made read-only and renamed into place, so a crash never leaves a
+//! torn or wrong blob under a blob's name. All methods block: call them from
+//! `spawn_blocking` (see [`crate::cas::blocking`]).
+
+use std::fs::{self, File};
+use std::io::{Read, Write};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use tracing::{debug, info, warn};
+
+use crate::cas::index::Index;
+use crate::digest::{BlobKey, DigestFunction, Hasher};
+use crate::error::{Error, Result};
+
+/// Read-only mode of a plain blob.
+const PLAIN_MODE: u32 = 0o444;
+/// Mode of an executable blob.
+const EXEC_MODE: u32 = 0o555;
+/// Read buffer size when hashing files.
+const CHUNK: usize = 1 << 20;
+
+/// The store.
+#[derive(Debug)]
+pub struct Store {
+    root: PathBuf,
+    tmp: PathBuf,
+    fsync: bool,
+    max_size: u64,
+    index: Mutex<Index>,
+}
+
+impl Store {
+    /// Opens (creating) the store under `state_dir`, empties `tmp/` and
+    /// rebuilds the index from disk.
+    pub fn open(state_dir: &Path, max_size: u64, fsync: bool) -> Result<Self> {
+        let root = state_dir.join("cas");
+        let tmp = state_dir.join("tmp");
+        if tmp.exists() {
+            fs::remove_dir_all(&tmp).map_err(Error::io("clear", &tmp))?;
+        }
+        for dir in [&root, &tmp] {
+            fs::create_dir_all(dir).map_err(Error::io("create", dir))?;
+        }
+        let store = Store {
+            index: Mutex::new(scan(&root)?),
+            root,
+            tmp,
+            fsync,
+            max_size,
+        };
+        for f in DigestFunction::ALL {
+            store.put_bytes(f.empty(), &[])?;
+            store.lock().pin(f.empty());
+        }
+        let idx = store.lock();
+        info!(blobs = idx.len(), bytes = idx.total_bytes(), "opened CAS");
+        drop(idx);
+        Ok(store)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Index> {
+        self.index.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The directory for temp files on the store's filesystem.
+    pub fn tmp_dir(&self) -> &Path {
+        &self.tmp
+    }
+
+    /// Bytes stored.
+    pub fn total_bytes(&self) -> u64 {
+        self.lock().total_bytes()
+    }
+
+    fn path(&self, key: &BlobKey, exec: bool) -> PathBuf {
+        let hex = key.hex();
+        let mut p = self.root.join(key.function.name()).join(&hex[..2]);
+        p.push(if exec { format!("{hex}.x") } else { hex });
+        p
+    }
+
+    /// Whether the blob is stored (touching it).
+    pub fn contains(&self, key: &BlobKey) -> bool {
+        self.lock().touch(key).is_some()
+    }
+
+    /// The subset of `keys` not stored, in order.
+    pub fn find_missing(&self, keys: &[BlobKey]) -> Vec<BlobKey> {
+        let mut idx = self.lock();
+        keys.iter()
+            .filter(|k| idx.touch(k).is_none())
+            .copied()
+            .collect()
+    }
+
+    /// Stores `data` under `key` after checking that it hashes to `key`.
+    pub fn put_bytes(&self, key: BlobKey, data: &[u8]) -> Result<()> {
+        let actual = crate::digest::key_of(key.function, data);
+        if actual != key {
+            return Err(Error::DigestMismatch {
+                expected: key,
+                actual,
+            });
+        }
+        if self.contains(&key) {
+            return Ok(());
+        }
+        let mut w = self.writer(key.function)?;
+        w.write(data)?;
+        self.commit(w, key)
+    }
+
+    /// Hashes and stores `data`, returning its key.
+    pub fn put_new(&self, function: DigestFunction, data: &[u8]) -> Result<BlobKey> {
+        let key = crate::digest::key_of(function, data);
+        self.put_bytes(key, data)?;
+        Ok(key)
+    }
+
+    /// Starts a streamed write into a temp file.
+    pub fn writer(&self, function: DigestFunction) -> Result<BlobWriter> {
+        let path = self.tmp.join(uuid::Uuid::new_v4().to_string());
+        let file = File::create(&path).map_err(Error::io("create", &path))?;
+        Ok(BlobWriter {
+            file,
+            path,
+            hasher: function.hasher(),
+            written: 0,
+        })
+    }
+
+    /// Verifies a finished write against `expected` and moves it into
+    /// place; on a mismatch the temp file is removed and nothing is stored.
+    pub fn commit(&self, writer: BlobWriter, expected: BlobKey) -> Result<()> {
+        // The writer's Drop removes the temp file unless it was renamed.
+        let actual = writer.hasher.clone().finish_sized(writer.written);
+        if actual != expected {
+            return Err(Error::DigestMismatch { expected, actual });
+        }
+        if self.fsync {
+            writer
+                .file
+                .sync_all()
+                .map_err(Error::io("fsync", &writer.path))?;
+        }
+        self.install(&writer.path, expected, false)
+    }
+
+    /// Moves a verified file into place as `key`'s variant, setting its
+    /// mode, and records it.
+    fn install(&self, src: &Path, key: BlobKey, exec: bool) -> Result<()> {
+        let mode = if exec { EXEC_MODE } else { PLAIN_MODE };
+        fs::set_permissions(src, fs::Permissions::from_mode(mode))
+            .map_err(Error::io("chmod", src))?;
+        let dst = self.path(&key, exec);
+        let dir = dst.parent().expect("blob paths have a parent");
+        if !dir.exists() {
+            fs::create_dir_all(dir).map_err(Error::io("create", dir))?;
+        }
+        {
+            // Rename and index update under the lock, so eviction cannot
+            // unlink the new file between the two.
+            let mut idx = self.lock();
+            fs::rename(src, &dst).map_err(Error::io("rename into the CAS", &dst))?;
+            idx.insert(key, exec);
+        }
+        if self.fsync {
+            File::open(dir)
+                .and_then(|d| d.sync_all())
+                .map_err(Error::io("fsync", dir))?;
+        }
+        self.evict();
+        Ok(())
+    }
+
+    /// Ingests a file produced by an action (on the same filesystem):
+    /// hashes it and renames it into the store, or removes it when the blob
+    /// is already there. Returns its key.
+    pub fn ingest_file(&self, src: &Path, function: DigestFunction, exec: bool) -> Result<BlobKey> {
+        let key = hash_file(src, function)?;
+        let have = self.lock().touch(&key).unwrap_or_default();
+        if (exec && have.exec) || (!exec && have.plain) {
+            fs::remove_file(src).map_err(Error::io("remove", src))?;
+            return Ok(key);
+        }
+        if self.fsync {
+            File::open(src)
+                .and_then(|f| f.sync_all())
+                .map_err(Error::io("fsync", src))?;
+        }
+        self.install(src, key, exec)?;
+        Ok(key)
+    }
+
+    /// The whole blob in memory (for protos and small blobs).
+    pub fn read(&self, key: &BlobKey) -> Result<Vec<u8>> {
+        let mut file = self.open_blob(key)?;
+        let mut data = Vec::with_capacity(key.size as usize);
+        file.read_to_end(&mut data)
+            .map_err(Error::io("read", self.path(key, false)))?;
+        Ok(data)
+    }
+
+    /// Opens the blob for reading.
+    pub fn open_blob(&self, key: &BlobKey) -> Result<File> {
+        let v = self.lock().touch(key);
+        let not_found = || Error::NotFound(format!("blob {} not found", key.missing_subject()));
+        let v = v.ok_or_else(not_found)?;
+        let path = self.path(key, !v.plain);
+        File::open(&path).map_err(|e| match e.kind() {
+            std::io::ErrorKind::NotFound => not_found(),
+            _ => Error::io("open", path)(e),
+        })
+    }
+
+    /// A file holding the blob with the given executable bit, for
+    /// hardlinking into an input tree; the variant is made when missing.
+    pub fn variant_path(&self, key: &BlobKey, exec: bool) -> Result<PathBuf> {
+        let v = self
+            .lock()
+            .touch(key)
+            .ok_or_else(|| Error::MissingBlobs(vec![*key]))?;
+        let have = if exec { v.exec } else { v.plain };
+        if !have {
+            let src = self.path(key, !exec);
+            let tmp = self.tmp.join(uuid::Uuid::new_v4().to_string());
+            let guard = TempGuard(tmp.clone());
+            fs::copy(&src, &tmp).map_err(Error::io("copy", &src))?;
+            self.install(&tmp, *key, exec)?;
+            std::mem::forget(guard);
+        }
+        Ok(self.path(key, exec))
+    }
+
+    /// Pins blobs against eviction until the guard is dropped.
+    pub fn pin(self: &std::sync::Arc<Self>, keys: Vec<BlobKey>) -> PinGuard {
+        let mut idx = self.lock();
+        for k in &keys {
+            idx.pin(*k);
+        }
+        drop(idx);
+        PinGuard {
+            store: self.clone(),
+            keys,
+        }
+    }
+
+    /// Evicts least-recently-used unpinned blobs while over the limit.
+    pub fn evict(&self) {
+        let victims = {
+            let mut idx = self.lock();
+            let victims = idx.evict_to(self.max_size);
+            for (key, v) in &victims {
+                for (present, exec) in [(v.plain, false), (v.exec, true)] {
+                    if present && let Err(e) = fs::remove_file(self.path(key, exec)) {
+                        warn!(blob = ?key, cause = %e, "cannot remove evicted blob");
+                    }
+                }
+            }
+            victims
+        };
+        if !victims.is_empty() {
+            debug!(count = victims.len(), "evicted blobs");
+        }
+    }
+}
+
+/// Releases pins on drop.
+#[derive(Debug)]
+pub struct PinGuard {
+    store: std::sync::Arc<Store>,
+    keys: Vec<BlobKey>,
+}
+
+impl Drop for PinGuard {
+    fn drop(&mut self) {
+        let mut idx = self.store.lock();
+        for k in &self.keys {
+            idx.unpin(k);
+        }
+    }
+}
+
+/// A blob being written: a temp file and a running hash.
+#[derive(Debug)]
+pub struct BlobWriter {
+    file: File,
+    path: PathBuf,
+    hasher: Hasher,
+    written: u64,
+}
+
+impl BlobWriter {
+    /// Appends bytes.
+    pub fn write(&mut self, data: &[u8]) -> Result<()> {
+        self.hasher.update(data);
+        self.file
+            .write_all(data)
+            .map_err(Error::io("write", &self.path))?;
+        self.written += data.len() as u64;
+        Ok(())
+    }
+
+    /// Bytes written so far.
+    pub fn written(&self) -> u64 {
+        self.written
+    }
+}
+
+impl Drop for BlobWriter {
+    fn drop(&mut self) {
+        // After a successful commit the file has been renamed away and this
+        // fails harmlessly.
+        let _ = fs::remove_file(&self.path);
+    }
+}
+
+/// Removes a temp file unless forgotten.
+struct TempGuard(PathBuf);
+
+impl Drop for TempGuard {
+    fn drop(&mut self) {
+        let _ = fs::remove_file(&self.0);
+    }
+}
+
+/// Hashes a file.
+pub fn hash_file(path: &Path, function: DigestFunction) -> Result<BlobKey> {
+    let mut file = File::open(path).map_err(Error::io("open", path))?;
+    let mut hasher = function.hasher();
+    let mut buf = vec![0u8; CHUNK];
+    let mut size = 0u64;
+    loop {
+        let n = file.read(&mut buf).map_err(Error::io("read", path))?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+        size += n as u64;
+    }
+    Ok(hasher.finish_sized(size))
+}
+
+/// Rebuilds the index from the directory tree, oldest access first.
+fn scan(root: &Path) -> Result<Index> {
+    let mut found: Vec<(std::time::SystemTime, BlobKey, bool)> = Vec::new();
+    for function in DigestFunction::ALL {
+        let fdir = root.join(function.name());
+        let Ok(shards) = fs::read_dir(&fdir) else {
+            continue;
+        };
+        for shard in shards.flatten() {
+            let Ok(files) = fs::read_dir(shard.path()) else {
+                continue;
+            };
+            for file in files.flatten() {
+                let name = file.file_name();
+                let Some(name) = name.to_str() else { continue };
+                let (hex, exec) = match name.strip_suffix(".x") {
+                    Some(h) => (h, true),
+                    None => (name, false),
+                };
+                let Ok(meta) = file.metadata() else { continue };
+                let Ok(key) = BlobKey::parse(function, hex, meta.len() as i64) else {
+                    warn!(path = %file.path().display(), "ignoring a stray file in the CAS");
+                    continue;
+                };
+                let when = meta.accessed().or_else(|_| meta.modified());
+                found.push((when.unwrap_or(std::time::UNIX_EPOCH), key, exec));
+            }
+        }
+    }
+    found.sort_by_key(|(t, _, _)| *t);
+    let mut index = Index::default();
+    for (_, key, exec) in found {
+        index.insert(key, exec);
+    }
+    Ok(index)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::digest::key_of;
+
+    #[test]
+    fn put_read_mismatch_and_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), 1 << 30, true).unwrap();
+        let key = key_of(DigestFunction::Blake3, b"hello");
+        store.put_bytes(key, b"hello").unwrap();
+        assert_eq!(store.read(&key).unwrap(), b"hello");
+        let bad = key_of(DigestFunction::Sha256, b"other");
+        assert!(matches!(
+            store.put_bytes(bad, b"hello"),
+            Err(Error::DigestMismatch { .. })
+        ));
+        assert!(!store.contains(&bad));
+        let exec = store.variant_path(&key, true).unwrap();
+        let mode = fs::metadata(&exec).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o555);
+        drop(store);
+        let store = Store::open(dir.path(), 1 << 30, true).unwrap();
+        assert!(store.contains(&key));
+        assert!(store.contains(&DigestFunction::Sha256.empty()));
+        assert_eq!(fs::read_dir(dir.path().join("tmp")).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn evicts_over_the_limit_but_not_pinned() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = std::sync::Arc::new(Store::open(dir.path(), 10, false).unwrap());
+        let a = store.put_new(DigestFunction::Sha256, b"aaaaaa").unwrap();
+        let _pin = store.pin(vec![a]);
+        let b = store.put_new(DigestFunction::Sha256, b"bbbbbb").unwrap();
+        let c = store.put_new(DigestFunction::Sha256, b"cccc").unwrap();
+        assert!(store.contains(&a));
+        assert!(!store.contains(&b));
+        assert!(store.contains(&c));
+        assert!(store.total_bytes() <= 10);
+    }
+}

@@ -1,0 +1,408 @@
+//! The execution engine: operations, the bounded queue, the concurrency
+//! limit, de-duplication of identical in-flight actions, cancellation and
+//! graceful shutdown.
+//!
+//! Each accepted action becomes an [`Operation`] whose current
+//! `google.longrunning.Operation` is published on a watch channel: Execute
+//! and WaitExecution streams subscribe to it, so a client disconnecting
+//! does not cancel anything. Only CancelOperation (or shutdown) does.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+use bazel_remote_apis::build::bazel::remote::execution::v2::{
+    ActionResult, ExecuteOperationMetadata, ExecuteResponse, execution_stage,
+};
+use bazel_remote_apis::google::longrunning::{Operation as LroOperation, operation};
+use bazel_remote_apis::google::protobuf::Any;
+use prost::Message;
+use tokio::sync::{Semaphore, watch};
+use tracing::{Instrument, info, info_span, warn};
+
+use crate::action_cache::ActionCache;
+use crate::cas::{Store, blocking};
+use crate::digest::BlobKey;
+use crate::error::{Error, Result};
+use crate::exec::action::{self, Limits, Prepared};
+use crate::exec::platform::Choices;
+use crate::exec::runner::{self, RunEnv};
+use crate::service::ac_service::{Inline, inline_result};
+
+const METADATA_URL: &str =
+    "type.googleapis.com/build.bazel.remote.execution.v2.ExecuteOperationMetadata";
+const RESPONSE_URL: &str = "type.googleapis.com/build.bazel.remote.execution.v2.ExecuteResponse";
+
+/// Engine settings.
+#[derive(Debug, Clone)]
+pub struct EngineSettings {
+    /// How actions are run.
+    pub run_env: RunEnv,
+    /// Images and profiles.
+    pub choices: Choices,
+    /// Preparation limits.
+    pub limits: Limits,
+    /// Actions run at once.
+    pub jobs: usize,
+    /// Actions waiting at most.
+    pub max_queued: usize,
+    /// How long finished operations stay visible.
+    pub retention: Duration,
+}
+
+/// One execution and its published state.
+#[derive(Debug)]
+pub struct Operation {
+    /// `operations/{uuid}`.
+    pub name: String,
+    /// The action.
+    pub action_key: BlobKey,
+    state: watch::Sender<Arc<LroOperation>>,
+    cancel: watch::Sender<bool>,
+    finished: Mutex<Option<Instant>>,
+}
+
+impl Operation {
+    fn new(action_key: BlobKey) -> Arc<Self> {
+        let name = format!("operations/{}", uuid::Uuid::new_v4());
+        let initial = Arc::new(lro(
+            &name,
+            &action_key,
+            execution_stage::Value::Queued,
+            None,
+        ));
+        Arc::new(Operation {
+            name,
+            action_key,
+            state: watch::Sender::new(initial),
+            cancel: watch::Sender::new(false),
+            finished: Mutex::new(None),
+        })
+    }
+
+    /// Follows the operation's state.
+    pub fn subscribe(&self) -> watch::Receiver<Arc<LroOperation>> {
+        self.state.subscribe()
+    }
+
+    /// The current state.
+    pub fn current(&self) -> Arc<LroOperation> {
+        self.state.borrow().clone()
+    }
+
+    /// Asks the execution to stop.
+    pub fn cancel(&self) {
+        self.cancel.send_replace(true);
+    }
+
+    fn is_done(&self) -> bool {
+        self.state.borrow().done
+    }
+
+    fn set_stage(&self, stage: execution_stage::Value) {
+        self.state
+            .send_replace(Arc::new(lro(&self.name, &self.action_key, stage, None)));
+    }
+
+    fn finish(&self, response: ExecuteResponse) {
+        *self.finished.lock().unwrap_or_else(|p| p.into_inner()) = Some(Instant::now());
+        self.state.send_replace(Arc::new(lro(
+            &self.name,
+            &self.action_key,
+            execution_stage::Value::Completed,
+            Some(response),
+        )));
+    }
+}
+
+/// A `google.longrunning.Operation` for a stage.
+fn lro(
+    name: &str,
+    key: &BlobKey,
+    stage: execution_stage::Value,
+    response: Option<ExecuteResponse>,
+) -> LroOperation {
+    let metadata = ExecuteOperationMetadata {
+        stage: stage as i32,
+        action_digest: Some(key.to_proto()),
+        digest_function: key.function.to_proto(),
+        ..Default::default()
+    };
+    LroOperation {
+        name: name.to_owned(),
+        metadata: Some(Any {
+            type_url: METADATA_URL.into(),
+            value: metadata.encode_to_vec(),
+        }),
+        done: response.is_some(),
+        result: response.map(|r| {
+            operation::Result::Response(Any {
+                type_url: RESPONSE_URL.into(),
+                value: r.encode_to_vec(),
+            })
+        }),
+    }
+}
+
+/// The engine.
+#[derive(Debug)]
+pub struct Engine {
+    settings: EngineSettings,
+    store: Arc<Store>,
+    action_cache: Arc<ActionCache>,
+    ops: Mutex<HashMap<String, Arc<Operation>>>,
+    inflight: Mutex<HashMap<BlobKey, Arc<Operation>>>,
+    queued: AtomicUsize,
+    active: watch::Sender<usize>,
+    slots: Arc<Semaphore>,
+    accepting: AtomicBool,
+    shutting_down: AtomicBool,
+}
+
+/// A request, parsed.
+#[derive(Debug)]
+pub struct ExecuteParams {
+    /// The action.
+    pub action_key: BlobKey,
+    /// Skip the action cache.
+    pub skip_cache_lookup: bool,
+    /// What to inline.
+    pub inline: Inline,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl Engine {
+    /// A new engine.
+    pub fn new(
+        settings: EngineSettings,
+        store: Arc<Store>,
+        action_cache: Arc<ActionCache>,
+    ) -> Self {
+        Engine {
+            slots: Arc::new(Semaphore::new(settings.jobs.max(1))),
+            settings,
+            store,
+            action_cache,
+            ops: Mutex::default(),
+            inflight: Mutex::default(),
+            queued: AtomicUsize::new(0),
+            active: watch::Sender::new(0),
+            accepting: AtomicBool::new(true),
+            shutting_down: AtomicBool::new(false),
+        }
+    }
+
+    /// The operation named `name`.
+    pub fn get(&self, name: &str) -> Result<Arc<Operation>> {
+        lock(&self.ops)
+            .get(name)
+            .cloned()
+            .ok_or_else(|| Error::NotFound(format!("no operation named {name:?}")))
+    }
+
+    /// Forgets a finished operation.
+    pub fn delete(&self, name: &str) -> Result<()> {
+        lock(&self.ops)
+            .remove(name)
+            .map(|_| ())
+            .ok_or_else(|| Error::NotFound(format!("no operation named {name:?}")))
+    }
+
+    fn register(&self, op: &Arc<Operation>) {
+        let retention = self.settings.retention;
+        let mut ops = lock(&self.ops);
+        ops.retain(|_, o| lock(&o.finished).is_none_or(|t| t.elapsed() < retention));
+        ops.insert(op.name.clone(), op.clone());
+    }
+
+    /// Accepts an execution: a cached result, an identical action already
+    /// in flight, or a new queued operation.
+    pub async fn execute(self: &Arc<Self>, params: ExecuteParams) -> Result<Arc<Operation>> {
+        if !self.accepting.load(Ordering::SeqCst) {
+            return Err(Error::Unavailable("the executor is shutting down".into()));
+        }
+        let key = params.action_key;
+        let store = self.store.clone();
+        let action = blocking(move || action::load_action(&store, &key)).await?;
+        if !params.skip_cache_lookup && !action.do_not_cache {
+            let (store, ac, inline) = (
+                self.store.clone(),
+                self.action_cache.clone(),
+                params.inline.clone(),
+            );
+            let hit = blocking(move || {
+                let Some(mut r) = ac.get(&key, &store)? else {
+                    return Ok(None);
+                };
+                inline_result(&store, key.function, &mut r, &inline)?;
+                Ok(Some(r))
+            })
+            .await?;
+            if let Some(result) = hit {
+                return Ok(self.cached(key, result));
+            }
+        }
+        if let Some(op) = lock(&self.inflight).get(&key).filter(|o| !o.is_done()) {
+            return Ok(op.clone());
+        }
+        let (store, choices, limits) = (
+            self.store.clone(),
+            self.settings.choices.clone(),
+            self.settings.limits,
+        );
+        let inline = params.inline;
+        let prepared =
+            blocking(move || action::prepare(&store, &choices, limits, key, action, inline))
+                .await?;
+        let op = {
+            let mut inflight = lock(&self.inflight);
+            if let Some(op) = inflight.get(&key).filter(|o| !o.is_done()) {
+                return Ok(op.clone());
+            }
+            if self.queued.load(Ordering::SeqCst) >= self.settings.max_queued {
+                return Err(Error::ResourceExhausted {
+                    message: format!(
+                        "the execution queue is full ({} actions waiting); retry later",
+                        self.settings.max_queued
+                    ),
+                    retry_after: Duration::from_secs(1),
+                });
+            }
+            let op = Operation::new(key);
+            inflight.insert(key, op.clone());
+            self.queued.fetch_add(1, Ordering::SeqCst);
+            self.active.send_modify(|n| *n += 1);
+            op
+        };
+        self.register(&op);
+        let mut pins = prepared.tree.all_blobs();
+        pins.extend([prepared.action_key, prepared.command_key]);
+        let pin = self.store.pin(pins);
+        let engine = self.clone();
+        let op2 = op.clone();
+        let span = info_span!("action", operation = %op.name, action = ?key);
+        tokio::spawn(
+            async move {
+                engine.run(op2, Arc::new(prepared)).await;
+                drop(pin);
+            }
+            .instrument(span),
+        );
+        Ok(op)
+    }
+
+    fn cached(&self, key: BlobKey, result: ActionResult) -> Arc<Operation> {
+        let op = Operation::new(key);
+        op.finish(ExecuteResponse {
+            result: Some(result),
+            cached_result: true,
+            status: Some(crate::error::ok_status()),
+            ..Default::default()
+        });
+        self.register(&op);
+        op
+    }
+
+    async fn run(self: Arc<Self>, op: Arc<Operation>, prepared: Arc<Prepared>) {
+        let queued_at = SystemTime::now();
+        let mut cancel = op.cancel.subscribe();
+        let permit = tokio::select! {
+            p = self.slots.clone().acquire_owned() => p.ok(),
+            _ = cancel.wait_for(|c| *c) => None,
+        };
+        self.queued.fetch_sub(1, Ordering::SeqCst);
+        let response = match permit {
+            None => ExecuteResponse {
+                status: Some(Error::Cancelled("cancelled while queued".into()).to_rpc_status()),
+                ..Default::default()
+            },
+            Some(_permit) => {
+                op.set_stage(execution_stage::Value::Executing);
+                let outcome = runner::run(
+                    &self.settings.run_env,
+                    &op.name,
+                    prepared.clone(),
+                    cancel,
+                    queued_at,
+                )
+                .await;
+                if outcome.cacheable {
+                    let (ac, key, result) = (
+                        self.action_cache.clone(),
+                        prepared.action_key,
+                        outcome.response.result.clone(),
+                    );
+                    if let Some(result) = result
+                        && let Err(e) = blocking(move || ac.put(&key, &result)).await
+                    {
+                        warn!(cause = %e, "cannot write the action cache");
+                    }
+                }
+                outcome.response
+            }
+        };
+        let response = if self.shutting_down.load(Ordering::SeqCst)
+            && response
+                .status
+                .as_ref()
+                .is_some_and(|s| s.code == tonic::Code::Cancelled as i32)
+        {
+            ExecuteResponse {
+                status: Some(
+                    Error::Unavailable("the executor shut down before the action finished".into())
+                        .to_rpc_status(),
+                ),
+                ..response
+            }
+        } else {
+            response
+        };
+        op.finish(response);
+        {
+            let mut inflight = lock(&self.inflight);
+            if inflight
+                .get(&op.action_key)
+                .is_some_and(|o| Arc::ptr_eq(o, &op))
+            {
+                inflight.remove(&op.action_key);
+            }
+        }
+        self.active.send_modify(|n| *n -= 1);
+    }
+
+    /// Stops accepting work, lets running actions finish within `grace`,
+    /// then cancels the rest (their helpers get SIGTERM, then SIGKILL) and
+    /// waits for them to report.
+    pub async fn shutdown(&self, grace: Duration) {
+        self.accepting.store(false, Ordering::SeqCst);
+        let mut active = self.active.subscribe();
+        let n = *active.borrow();
+        info!(active = n, ?grace, "draining actions");
+        if tokio::time::timeout(grace, active.wait_for(|n| *n == 0))
+            .await
+            .is_ok()
+        {
+            return;
+        }
+        self.shutting_down.store(true, Ordering::SeqCst);
+        let ops: Vec<Arc<Operation>> = lock(&self.inflight).values().cloned().collect();
+        warn!(
+            count = ops.len(),
+            "grace period over; cancelling running actions"
+        );
+        for op in ops {
+            op.cancel();
+        }
+        let wait = self.settings.run_env.kill_grace + Duration::from_secs(10);
+        if tokio::time::timeout(wait, active.wait_for(|n| *n == 0))
+            .await
+            .is_err()
+        {
+            warn!("some actions did not stop in time");
+        }
+    }
+}

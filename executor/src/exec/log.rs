@@ -1,0 +1,96 @@
+//! The execution log: one structured JSON record per executed action,
+//! stored in the CAS and referenced from `ExecuteResponse.server_logs`
+//! under [`LOG_NAME`].
+
+use std::path::PathBuf;
+use std::time::SystemTime;
+
+use hermetic_sandbox::status::{Restrictions, Usage};
+use serde::Serialize;
+
+/// The `server_logs` key.
+pub const LOG_NAME: &str = "execution_log";
+/// The record's format version.
+pub const LOG_VERSION: u32 = 1;
+
+/// Microseconds since the Unix epoch.
+pub fn micros(t: SystemTime) -> u64 {
+    t.duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as u64)
+}
+
+/// Stage timestamps, microseconds since the epoch (0: not reached).
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Stamps {
+    /// Accepted into the queue.
+    pub queued: u64,
+    /// Got a slot.
+    pub worker_start: u64,
+    /// Staging began.
+    pub input_fetch_start: u64,
+    /// Staging ended.
+    pub input_fetch_completed: u64,
+    /// The helper was started.
+    pub execution_start: u64,
+    /// The helper ended.
+    pub execution_completed: u64,
+    /// Output ingestion began.
+    pub output_upload_start: u64,
+    /// Output ingestion ended.
+    pub output_upload_completed: u64,
+    /// All done.
+    pub worker_completed: u64,
+}
+
+/// The record.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct ExecutionLog {
+    /// [`LOG_VERSION`].
+    pub version: u32,
+    /// The operation's name.
+    pub operation: String,
+    /// `{function}:{hash}/{size}` of the action.
+    pub action: String,
+    /// The command line.
+    pub argv: Vec<String>,
+    /// The environment the client asked for.
+    pub env: Vec<(String, String)>,
+    /// The working directory relative to `/work`.
+    pub working_directory: String,
+    /// The base image's name.
+    pub image: String,
+    /// Its root filesystem on the host.
+    pub image_rootfs: PathBuf,
+    /// The daemon's default image was used (the client named none).
+    pub image_defaulted: bool,
+    /// The sandbox profile's name.
+    pub profile: String,
+    /// The profile's digest.
+    pub profile_digest: String,
+    /// The effective timeout in milliseconds.
+    pub timeout_ms: u64,
+    /// Restrictions in force, as the helper verified them.
+    pub restrictions: Option<Restrictions>,
+    /// Stage timestamps.
+    pub timestamps: Stamps,
+    /// Resource usage.
+    pub usage: Option<Usage>,
+    /// The helper's outcome (`completed`, `timed_out`, ...) or `error`.
+    pub outcome: String,
+    /// Exit code when the step exited.
+    pub exit_code: Option<i32>,
+    /// Signal when the step was killed by one.
+    pub signal: Option<i32>,
+    /// Killed by the OOM killer.
+    pub oom_killed: bool,
+    /// Ran past its timeout.
+    pub timed_out: bool,
+    /// Cancelled by a client or by shutdown.
+    pub cancelled: bool,
+    /// stdout's digest.
+    pub stdout_digest: Option<String>,
+    /// stderr's digest.
+    pub stderr_digest: Option<String>,
+    /// What went wrong, when something did.
+    pub error: Option<String>,
+}

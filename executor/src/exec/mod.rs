@@ -1,0 +1,11 @@
+//! Running actions: preparation, staging, the sandbox helper, output
+//! ingestion, the execution log and the engine that schedules it all.
+
+pub mod action;
+pub mod engine;
+pub mod helper;
+pub mod log;
+pub mod outputs;
+pub mod platform;
+pub mod runner;
+pub mod staging;

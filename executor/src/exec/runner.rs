@@ -1,0 +1,445 @@
+//! One action, start to finish: stage the inputs, run the sandbox helper,
+//! ingest the outputs, write the execution log, build the ExecuteResponse.
+//!
+//! Per-action files live in `actions/{id}/` under the state directory (the
+//! CAS's filesystem): `input/` (the staged tree), `sandbox/` (the helper's
+//! scratch), `out/` (collected outputs), `stdout`, `stderr`, `spec.json`,
+//! `status.json` and `helper.log`. The directory is removed afterwards.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use bazel_remote_apis::build::bazel::remote::execution::v2::{
+    ActionResult, Directory, ExecuteResponse, ExecutedActionMetadata, LogFile,
+};
+use bazel_remote_apis::google::protobuf::Timestamp;
+use bazel_remote_apis::google::rpc::Status as RpcStatus;
+use hermetic_sandbox::spec::{LimitOverrides, SPEC_VERSION, Spec, Stdio, Variation};
+use hermetic_sandbox::status::Outcome;
+use tokio::sync::watch;
+use tracing::{info, warn};
+
+use crate::cas::{Store, blocking};
+use crate::digest::{BlobKey, DigestFunction};
+use crate::error::{Error, Result, ok_status};
+use crate::exec::action::{Prepared, under_workdir};
+use crate::exec::helper::{self, HelperFiles};
+use crate::exec::log::{ExecutionLog, LOG_NAME, LOG_VERSION, Stamps, micros};
+use crate::exec::{outputs, staging};
+use crate::service::ac_service::inline_result;
+
+/// What the runner needs from the daemon.
+#[derive(Debug, Clone)]
+pub struct RunEnv {
+    /// The CAS.
+    pub store: Arc<Store>,
+    /// Where per-action directories are made.
+    pub actions_dir: PathBuf,
+    /// The sandbox helper binary.
+    pub helper: PathBuf,
+    /// The worker name reported in metadata.
+    pub worker: String,
+    /// SIGTERM-to-SIGKILL grace for the helper.
+    pub kill_grace: Duration,
+}
+
+/// The response and whether it may be cached.
+#[derive(Debug)]
+pub struct RunOutcome {
+    /// The response to send.
+    pub response: ExecuteResponse,
+    /// Whether the result goes into the action cache.
+    pub cacheable: bool,
+}
+
+fn timestamp(us: u64) -> Option<Timestamp> {
+    (us > 0).then(|| Timestamp {
+        seconds: (us / 1_000_000) as i64,
+        nanos: ((us % 1_000_000) * 1000) as i32,
+    })
+}
+
+fn now() -> u64 {
+    micros(SystemTime::now())
+}
+
+/// Runs a prepared action. Never fails: every problem becomes the
+/// response's status.
+pub async fn run(
+    env: &RunEnv,
+    op_name: &str,
+    p: Arc<Prepared>,
+    cancel: watch::Receiver<bool>,
+    queued_at: SystemTime,
+) -> RunOutcome {
+    let id = op_name.rsplit('/').next().unwrap_or(op_name).to_owned();
+    let work = env.actions_dir.join(&id);
+    let mut log = ExecutionLog {
+        version: LOG_VERSION,
+        operation: op_name.to_owned(),
+        action: format!("{:?}", p.action_key),
+        argv: p.command.arguments.clone(),
+        env: p
+            .command
+            .environment_variables
+            .iter()
+            .map(|v| (v.name.clone(), v.value.clone()))
+            .collect(),
+        working_directory: p.command.working_directory.clone(),
+        image: p.selection.image.clone(),
+        image_rootfs: p.selection.rootfs.clone(),
+        image_defaulted: p.selection.image_defaulted,
+        profile: p.selection.profile.name.clone(),
+        profile_digest: p.selection.profile_digest.clone(),
+        timeout_ms: p.timeout.as_millis() as u64,
+        timestamps: Stamps {
+            queued: micros(queued_at),
+            worker_start: now(),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let mut result = ActionResult::default();
+    let (status, message) = match run_steps(env, &work, &p, cancel, &mut log, &mut result).await {
+        Ok(s) => s,
+        Err(e) => {
+            log.outcome = "error".into();
+            log.error = Some(e.to_string());
+            (e.to_rpc_status(), String::new())
+        }
+    };
+    log.timestamps.worker_completed = now();
+    result.execution_metadata = Some(metadata(&env.worker, &log.timestamps));
+    let cacheable = status.code == 0 && result.exit_code == 0 && !p.action.do_not_cache;
+    let mut server_logs = HashMap::new();
+    match serde_json::to_vec_pretty(&log) {
+        Ok(json) => match env.store.put_new(p.function, &json) {
+            Ok(key) => {
+                server_logs.insert(
+                    LOG_NAME.to_owned(),
+                    LogFile {
+                        digest: Some(key.to_proto()),
+                        human_readable: true,
+                    },
+                );
+            }
+            Err(e) => warn!(cause = %e, "cannot store the execution log"),
+        },
+        Err(e) => warn!(cause = %e, "execution log does not serialize"),
+    }
+    info!(
+        operation = op_name,
+        action = ?p.action_key,
+        outcome = %log.outcome,
+        exit_code = result.exit_code,
+        profile = %log.profile,
+        profile_digest = %log.profile_digest,
+        "action finished"
+    );
+    let work2 = work.clone();
+    let _ = tokio::task::spawn_blocking(move || remove_tree(&work2)).await;
+    RunOutcome {
+        response: ExecuteResponse {
+            result: Some(result),
+            cached_result: false,
+            status: Some(status),
+            server_logs,
+            message,
+        },
+        cacheable,
+    }
+}
+
+/// Removes a per-action directory, making read-only directories writable
+/// first (staged trees and collected outputs may be read-only).
+fn remove_tree(path: &Path) {
+    if std::fs::remove_dir_all(path).is_ok() {
+        return;
+    }
+    fn make_writable(p: &Path) {
+        use std::os::unix::fs::PermissionsExt;
+        if let Ok(m) = std::fs::symlink_metadata(p)
+            && m.is_dir()
+        {
+            let _ = std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o755));
+            if let Ok(rd) = std::fs::read_dir(p) {
+                for e in rd.flatten() {
+                    make_writable(&e.path());
+                }
+            }
+        }
+    }
+    make_writable(path);
+    if let Err(e) = std::fs::remove_dir_all(path) {
+        warn!(path = %path.display(), cause = %e, "cannot remove an action directory");
+    }
+}
+
+fn metadata(worker: &str, s: &Stamps) -> ExecutedActionMetadata {
+    ExecutedActionMetadata {
+        worker: worker.to_owned(),
+        queued_timestamp: timestamp(s.queued),
+        worker_start_timestamp: timestamp(s.worker_start),
+        worker_completed_timestamp: timestamp(s.worker_completed),
+        input_fetch_start_timestamp: timestamp(s.input_fetch_start),
+        input_fetch_completed_timestamp: timestamp(s.input_fetch_completed),
+        execution_start_timestamp: timestamp(s.execution_start),
+        execution_completed_timestamp: timestamp(s.execution_completed),
+        output_upload_start_timestamp: timestamp(s.output_upload_start),
+        output_upload_completed_timestamp: timestamp(s.output_upload_completed),
+        ..Default::default()
+    }
+}
+
+fn rpc(code: tonic::Code, message: String) -> RpcStatus {
+    RpcStatus {
+        code: code as i32,
+        message,
+        details: Vec::new(),
+    }
+}
+
+/// The steps; returns the response status and message.
+async fn run_steps(
+    env: &RunEnv,
+    work: &Path,
+    p: &Arc<Prepared>,
+    mut cancel: watch::Receiver<bool>,
+    log: &mut ExecutionLog,
+    result: &mut ActionResult,
+) -> Result<(RpcStatus, String)> {
+    // 1. Stage the input tree and the parents of every output.
+    log.timestamps.input_fetch_start = now();
+    let input = work.join("input");
+    {
+        let (store, p2, input2, work2) =
+            (env.store.clone(), p.clone(), input.clone(), work.to_owned());
+        blocking(move || {
+            std::fs::create_dir_all(&work2).map_err(Error::io("create", &work2))?;
+            let dirs: HashMap<BlobKey, &Directory> =
+                p2.tree.directories.iter().map(|(k, d)| (*k, d)).collect();
+            staging::stage(&store, &dirs, p2.input_root, &input2)?;
+            let wd = &p2.command.working_directory;
+            staging::create_dirs(&input2, wd)?;
+            for o in &p2.outputs {
+                let rel = under_workdir(wd, &o.path);
+                if let Some((parent, _)) = rel.rsplit_once('/') {
+                    staging::create_dirs(&input2, parent)?;
+                }
+            }
+            Ok(())
+        })
+        .await?;
+    }
+    log.timestamps.input_fetch_completed = now();
+
+    // 2. Run the helper.
+    let wd = p.command.working_directory.clone();
+    let spec = Spec {
+        version: SPEC_VERSION,
+        rootfs: p.selection.rootfs.clone(),
+        input: Some(input),
+        scratch: work.join("sandbox"),
+        output_dir: Some(work.join("out")),
+        outputs: p
+            .outputs
+            .iter()
+            .map(|o| under_workdir(&wd, &o.path))
+            .collect(),
+        argv: p.command.arguments.clone(),
+        env: log.env.clone(),
+        cwd: wd.clone(),
+        profile: (*p.selection.profile).clone(),
+        limits: LimitOverrides {
+            timeout_ms: Some(p.timeout.as_millis().max(1) as u64),
+            ..Default::default()
+        },
+        stdout: Stdio::File(work.join("stdout")),
+        stderr: Stdio::File(work.join("stderr")),
+        cgroup_parent: None,
+        variation: Variation::default(),
+    };
+    let files = HelperFiles {
+        spec: work.join("spec.json"),
+        status: work.join("status.json"),
+        log: work.join("helper.log"),
+    };
+    // The helper enforces the timeout; this backstop only catches a helper
+    // that hangs.
+    let backstop = p.timeout
+        + Duration::from_millis(p.selection.profile.limits.grace_ms)
+        + Duration::from_secs(30);
+    log.timestamps.execution_start = now();
+    let run = helper::run(
+        &env.helper,
+        &spec,
+        &files,
+        &mut cancel,
+        backstop,
+        env.kill_grace,
+    )
+    .await?;
+    log.timestamps.execution_completed = now();
+
+    // 3. Ingest stdout, stderr and the outputs.
+    log.timestamps.output_upload_start = now();
+    let function = p.function;
+    let (stdout, stderr) = {
+        let (store, w) = (env.store.clone(), work.to_owned());
+        blocking(move || {
+            Ok((
+                ingest_stream(&store, function, &w.join("stdout"))?,
+                ingest_stream(&store, function, &w.join("stderr"))?,
+            ))
+        })
+        .await?
+    };
+    result.stdout_digest = Some(stdout.to_proto());
+    result.stderr_digest = Some(stderr.to_proto());
+    log.stdout_digest = Some(format!("{stdout:?}"));
+    log.stderr_digest = Some(format!("{stderr:?}"));
+    log.cancelled = run.cancelled;
+
+    let Some(status) = run.status else {
+        log.outcome = "error".into();
+        let problem = run.problem.unwrap_or_default();
+        log.error = Some(problem.clone());
+        log.timestamps.output_upload_completed = now();
+        return Ok(if run.cancelled {
+            (
+                rpc(tonic::Code::Cancelled, "the execution was cancelled".into()),
+                problem,
+            )
+        } else if run.overran {
+            (
+                rpc(
+                    tonic::Code::DeadlineExceeded,
+                    format!(
+                        "the sandbox helper overran the timeout of {:?} and was killed",
+                        p.timeout
+                    ),
+                ),
+                problem,
+            )
+        } else {
+            (
+                rpc(
+                    tonic::Code::Internal,
+                    format!("sandbox helper failed: {problem}"),
+                ),
+                String::new(),
+            )
+        });
+    };
+    log.outcome = serde_json::to_value(status.outcome)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_owned))
+        .unwrap_or_default();
+    log.exit_code = status.exit_code;
+    log.signal = status.signal;
+    log.oom_killed = status.oom_killed;
+    log.timed_out = status.timed_out;
+    log.usage = Some(status.usage.clone());
+    log.restrictions = Some(status.restrictions.clone());
+    log.error = status.error.clone();
+    result.exit_code = match (status.exit_code, status.signal) {
+        (Some(c), _) => c,
+        (None, Some(s)) => 128 + s,
+        (None, None) => -1,
+    };
+    let outcome = status.outcome;
+    if matches!(
+        outcome,
+        Outcome::Completed | Outcome::TimedOut | Outcome::OomKilled
+    ) && status.output_errors.is_empty()
+    {
+        let (store, p2, out) = (env.store.clone(), p.clone(), work.join("out"));
+        let mut collected = std::mem::take(result);
+        let r = blocking(move || {
+            outputs::collect(
+                &store,
+                function,
+                &out,
+                &p2.command.working_directory,
+                &p2.outputs,
+                p2.directory_format,
+                &mut collected,
+            )?;
+            inline_result(&store, function, &mut collected, &p2.inline)?;
+            Ok(collected)
+        })
+        .await;
+        match r {
+            Ok(c) => *result = c,
+            Err(e) => {
+                result.stdout_digest = Some(stdout.to_proto());
+                result.stderr_digest = Some(stderr.to_proto());
+                log.error = Some(e.to_string());
+                log.timestamps.output_upload_completed = now();
+                return Ok((e.to_rpc_status(), String::new()));
+            }
+        }
+    }
+    log.timestamps.output_upload_completed = now();
+    if !status.output_errors.is_empty() {
+        let why = status.output_errors.join("; ");
+        return Ok((
+            rpc(
+                tonic::Code::InvalidArgument,
+                format!("invalid outputs: {why}"),
+            ),
+            String::new(),
+        ));
+    }
+    let detail = status.error.clone().unwrap_or_default();
+    Ok(match outcome {
+        Outcome::Completed => (ok_status(), String::new()),
+        Outcome::OomKilled => (
+            ok_status(),
+            format!("the action was killed by the OOM killer {detail}"),
+        ),
+        Outcome::TimedOut => (
+            rpc(
+                tonic::Code::DeadlineExceeded,
+                format!("the action timed out after {:?}", p.timeout),
+            ),
+            String::new(),
+        ),
+        Outcome::ExecFailed => {
+            result.exit_code = 127;
+            (
+                ok_status(),
+                format!("the command could not be executed: {detail}"),
+            )
+        }
+        Outcome::SetupFailed => (
+            rpc(
+                tonic::Code::Internal,
+                format!("sandbox setup failed: {detail}"),
+            ),
+            String::new(),
+        ),
+        Outcome::OutputError => (
+            rpc(
+                tonic::Code::InvalidArgument,
+                format!("invalid outputs: {}", status.output_errors.join("; ")),
+            ),
+            String::new(),
+        ),
+        Outcome::Cancelled => (
+            rpc(tonic::Code::Cancelled, "the execution was cancelled".into()),
+            String::new(),
+        ),
+    })
+}
+
+/// Ingests a stdout or stderr file; absent means empty.
+fn ingest_stream(store: &Store, function: DigestFunction, path: &Path) -> Result<BlobKey> {
+    if path.exists() {
+        store.ingest_file(path, function, false)
+    } else {
+        Ok(function.empty())
+    }
+}

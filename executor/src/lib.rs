@@ -1,0 +1,30 @@
+//! `hermeticd`: a Remote Execution API v2 server that runs every action
+//! through the `hermetic-sandbox` helper.
+//!
+//! # Layout
+//! - [`config`]: the TOML configuration.
+//! - [`digest`]: SHA-256 and BLAKE3 digests, [`digest::BlobKey`].
+//! - [`error`]: the request-path error and its mapping to gRPC statuses.
+//! - [`cas`]: the on-disk content-addressed store, its LRU index, Directory
+//!   validation.
+//! - [`action_cache`]: the on-disk action cache.
+//! - [`exec`]: preparing, staging, running (through the helper) and
+//!   collecting actions; the engine with its queue and operations.
+//! - [`service`]: the gRPC services, thin wrappers over the above.
+//! - [`server`]: start-up and [`server::serve`].
+//!
+//! # Clients on the Unix socket
+//! gRPC clients connecting over the Unix socket must send the authority
+//! `localhost` (for example `grpc.default_authority=localhost`), since a
+//! socket path is not a valid HTTP/2 authority.
+
+pub mod action_cache;
+pub mod cas;
+pub mod config;
+pub mod digest;
+pub mod error;
+pub mod exec;
+pub mod server;
+pub mod service;
+
+pub use server::{Daemon, Listener, serve};

@@ -1,0 +1,90 @@
+//! `hermeticd`: serve the Remote Execution API until SIGTERM or SIGINT.
+
+use std::path::PathBuf;
+
+use anyhow::Context as _;
+use clap::Parser;
+use hermeticd::config::Config;
+use hermeticd::{Daemon, Listener};
+
+/// Command-line flags; each overrides the configuration file.
+#[derive(Debug, Parser)]
+#[command(
+    version,
+    about = "REAPI v2 server running every action in the hermetic sandbox"
+)]
+struct Args {
+    /// Configuration file (default: /etc/hermetic/hermeticd.toml when it exists).
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// State directory (CAS, action cache, work directories).
+    #[arg(long, value_name = "DIR")]
+    state_dir: Option<PathBuf>,
+    /// Address to serve on, `unix:///path` or `tcp://host:port`; repeatable.
+    #[arg(long, value_name = "URI")]
+    listen: Vec<String>,
+    /// Image used when an action names none.
+    #[arg(long, value_name = "DIGEST|ALIAS")]
+    default_image: Option<String>,
+    /// Actions run at once.
+    #[arg(long, value_name = "N")]
+    jobs: Option<usize>,
+}
+
+fn load_config(args: &Args) -> anyhow::Result<Config> {
+    let default_path = PathBuf::from("/etc/hermetic/hermeticd.toml");
+    let mut config = match &args.config {
+        Some(p) => Config::load(p)?,
+        None if default_path.is_file() => Config::load(&default_path)?,
+        None => Config::default(),
+    };
+    if let Some(d) = &args.state_dir {
+        config.state_dir = Some(d.clone());
+    }
+    if !args.listen.is_empty() {
+        config.listen = args.listen.clone();
+    }
+    if let Some(i) = &args.default_image {
+        config.default_image = Some(i.clone());
+    }
+    if let Some(j) = args.jobs {
+        config.jobs = j;
+    }
+    config.validate()?;
+    Ok(config)
+}
+
+async fn terminated() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+    let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM received"),
+        _ = int.recv() => tracing::info!("SIGINT received"),
+    }
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let args = Args::parse();
+    let config = load_config(&args)?;
+    let addrs = config.listen_addrs()?;
+    let daemon = Daemon::open(config).context("cannot start")?;
+    let mut listeners = Vec::new();
+    for a in &addrs {
+        listeners.push(
+            Listener::bind(a)
+                .await
+                .with_context(|| format!("cannot listen on {a}"))?,
+        );
+    }
+    hermeticd::serve(&daemon, listeners, terminated()).await?;
+    Ok(())
+}

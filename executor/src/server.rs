@@ -1,0 +1,281 @@
+//! Start-up and serving: [`Daemon::open`] builds everything from a
+//! [`Config`]; [`serve`] runs the gRPC services on already-bound listeners
+//! until a shutdown future completes, so tests bind a temp socket or
+//! `127.0.0.1:0` and stop cleanly.
+
+use std::collections::{BTreeMap, HashSet};
+use std::future::Future;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bazel_remote_apis::build::bazel::remote::execution::v2::{
+    action_cache_server::ActionCacheServer, capabilities_server::CapabilitiesServer,
+    content_addressable_storage_server::ContentAddressableStorageServer,
+    execution_server::ExecutionServer,
+};
+use bazel_remote_apis::google::bytestream::byte_stream_server::ByteStreamServer;
+use bazel_remote_apis::google::longrunning::operations_server::OperationsServer;
+use hermetic_sandbox::profile::Profile;
+use tokio::net::{TcpListener, UnixListener};
+use tokio::sync::watch;
+use tokio_stream::wrappers::{TcpListenerStream, UnixListenerStream};
+use tonic::service::Routes;
+use tonic_health::ServingStatus;
+use tracing::{info, warn};
+
+use crate::action_cache::ActionCache;
+use crate::cas::Store;
+use crate::config::{Config, ListenAddr};
+use crate::error::{Error, Result};
+use crate::exec::action::Limits;
+use crate::exec::engine::{Engine, EngineSettings};
+use crate::exec::platform::Choices;
+use crate::exec::runner::RunEnv;
+use crate::service::Context;
+use crate::service::ac_service::AcService;
+use crate::service::bytestream_service::ByteStreamService;
+use crate::service::capabilities_service::CapabilitiesService;
+use crate::service::cas_service::CasService;
+use crate::service::execution_service::ExecutionService;
+use crate::service::operations_service::OperationsService;
+
+/// gRPC service names reported by the health service.
+const SERVICE_NAMES: [&str; 6] = [
+    "build.bazel.remote.execution.v2.Capabilities",
+    "build.bazel.remote.execution.v2.ContentAddressableStorage",
+    "build.bazel.remote.execution.v2.ActionCache",
+    "build.bazel.remote.execution.v2.Execution",
+    "google.bytestream.ByteStream",
+    "google.longrunning.Operations",
+];
+
+/// A daemon ready to serve.
+#[derive(Debug, Clone)]
+pub struct Daemon {
+    /// Shared state.
+    pub ctx: Arc<Context>,
+}
+
+/// The machine's host name, for `ExecutedActionMetadata.worker`.
+fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|s| s.trim().to_owned())
+        .unwrap_or_else(|_| "localhost".into())
+}
+
+/// Loads every profile in `dir`; a missing directory gives none.
+fn load_profiles(dir: Option<PathBuf>) -> Result<BTreeMap<String, Arc<Profile>>> {
+    let Some(dir) = dir else {
+        warn!("no sandbox-profiles directory found; actions cannot run");
+        return Ok(BTreeMap::new());
+    };
+    let profiles = Profile::load_dir(&dir)
+        .map_err(|e| Error::FailedPrecondition(format!("cannot load sandbox profiles: {e}")))?;
+    for p in &profiles {
+        info!(profile = %p.name, digest = %p.digest(), "loaded sandbox profile");
+    }
+    if profiles.is_empty() {
+        warn!(dir = %dir.display(), "no sandbox profiles found; actions cannot run");
+    }
+    Ok(profiles
+        .into_iter()
+        .map(|p| (p.name.clone(), Arc::new(p)))
+        .collect())
+}
+
+impl Daemon {
+    /// Opens the state directory and builds every component.
+    pub fn open(config: Config) -> Result<Self> {
+        let state_dir = config.state_dir();
+        std::fs::create_dir_all(&state_dir).map_err(Error::io("create", &state_dir))?;
+        let fsync = !config.cas.no_fsync;
+        let store = Arc::new(Store::open(&state_dir, config.cas.max_size(), fsync)?);
+        let action_cache = Arc::new(ActionCache::open(&state_dir, store.tmp_dir(), fsync)?);
+        let actions_dir = state_dir.join("actions");
+        if actions_dir.exists() {
+            // Left over from a crash: nothing in it is referenced any more.
+            let _ = std::fs::remove_dir_all(&actions_dir);
+        }
+        std::fs::create_dir_all(&actions_dir).map_err(Error::io("create", &actions_dir))?;
+        let profiles = load_profiles(config.profiles_dir())?;
+        let helper = config.sandbox_helper();
+        info!(helper = %helper.display(), "sandbox helper");
+        let settings = EngineSettings {
+            run_env: RunEnv {
+                store: store.clone(),
+                actions_dir,
+                helper,
+                worker: host_name(),
+                kill_grace: Duration::from_secs(5),
+            },
+            choices: Choices {
+                images: config.images.clone(),
+                default_image: config.default_image.clone(),
+                profiles,
+                default_profile: config.default_profile().to_owned(),
+            },
+            limits: Limits {
+                max_tree_depth: config.cas.max_tree_depth(),
+                max_timeout: config.max_action_timeout(),
+            },
+            jobs: config.jobs(),
+            max_queued: config.max_queued(),
+            retention: config.operation_retention(),
+        };
+        let engine = Arc::new(Engine::new(settings, store.clone(), action_cache.clone()));
+        let instances: HashSet<String> = config.instance_names().into_iter().collect();
+        Ok(Daemon {
+            ctx: Arc::new(Context {
+                config,
+                instances,
+                store,
+                action_cache,
+                engine,
+            }),
+        })
+    }
+
+    fn routes(
+        &self,
+        health: tonic_health::pb::health_server::HealthServer<
+            impl tonic_health::pb::health_server::Health,
+        >,
+    ) -> Routes {
+        let ctx = &self.ctx;
+        let max_msg = ctx.config.cas.max_batch_total_size() as usize + (1 << 20);
+        let reflection_v1 = tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .build_v1()
+            .expect("the bundled descriptors are valid");
+        let reflection_v1alpha = tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .build_v1alpha()
+            .expect("the bundled descriptors are valid");
+        let mut builder = Routes::builder();
+        builder
+            .add_service(CapabilitiesServer::new(CapabilitiesService::new(
+                ctx.clone(),
+            )))
+            .add_service(
+                ContentAddressableStorageServer::new(CasService::new(ctx.clone()))
+                    .max_decoding_message_size(max_msg)
+                    .max_encoding_message_size(max_msg),
+            )
+            .add_service(
+                ByteStreamServer::new(ByteStreamService::new(ctx.clone()))
+                    .max_decoding_message_size(max_msg),
+            )
+            .add_service(ActionCacheServer::new(AcService::new(ctx.clone())))
+            .add_service(ExecutionServer::new(ExecutionService::new(ctx.clone())))
+            .add_service(OperationsServer::new(OperationsService::new(ctx.clone())))
+            .add_service(health)
+            .add_service(reflection_v1)
+            .add_service(reflection_v1alpha);
+        builder.routes()
+    }
+}
+
+/// A bound listener.
+#[derive(Debug)]
+pub enum Listener {
+    /// TCP.
+    Tcp(TcpListener),
+    /// A Unix socket.
+    Unix(UnixListener),
+}
+
+impl Listener {
+    /// Binds an address; a stale Unix socket file is replaced and its
+    /// directory created.
+    pub async fn bind(addr: &ListenAddr) -> std::io::Result<Self> {
+        match addr {
+            ListenAddr::Tcp(a) => Ok(Listener::Tcp(TcpListener::bind(a).await?)),
+            ListenAddr::Unix(path) => {
+                if let Some(dir) = path.parent() {
+                    std::fs::create_dir_all(dir)?;
+                }
+                if path.exists() {
+                    std::fs::remove_file(path)?;
+                }
+                Ok(Listener::Unix(UnixListener::bind(path)?))
+            }
+        }
+    }
+
+    /// What the listener is bound to, for logs.
+    pub fn describe(&self) -> String {
+        match self {
+            Listener::Tcp(l) => l
+                .local_addr()
+                .map_or_else(|_| "tcp://?".into(), |a| format!("tcp://{a}")),
+            Listener::Unix(l) => l
+                .local_addr()
+                .ok()
+                .and_then(|a| a.as_pathname().map(|p| format!("unix://{}", p.display())))
+                .unwrap_or_else(|| "unix://?".into()),
+        }
+    }
+}
+
+/// Serves on every listener until `shutdown` completes, then stops
+/// accepting, drains running actions within the configured grace period
+/// (cancelling the rest) and returns when every connection is closed.
+pub async fn serve(
+    daemon: &Daemon,
+    listeners: Vec<Listener>,
+    shutdown: impl Future<Output = ()>,
+) -> Result<()> {
+    let (health_reporter, health) = tonic_health::server::health_reporter();
+    for name in SERVICE_NAMES.iter().chain(std::iter::once(&"")) {
+        health_reporter
+            .set_service_status(*name, ServingStatus::Serving)
+            .await;
+    }
+    let routes = daemon.routes(health);
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let mut servers = Vec::new();
+    for listener in listeners {
+        info!(address = %listener.describe(), "listening");
+        let mut rx = stop_rx.clone();
+        let signal = async move {
+            let _ = rx.wait_for(|s| *s).await;
+        };
+        let router = tonic::transport::Server::builder().add_routes(routes.clone());
+        servers.push(tokio::spawn(async move {
+            match listener {
+                Listener::Tcp(l) => {
+                    let incoming = TcpListenerStream::new(l);
+                    router.serve_with_incoming_shutdown(incoming, signal).await
+                }
+                Listener::Unix(l) => {
+                    let incoming = UnixListenerStream::new(l);
+                    router.serve_with_incoming_shutdown(incoming, signal).await
+                }
+            }
+        }));
+    }
+    shutdown.await;
+    info!("shutting down: no new connections, draining actions");
+    for name in SERVICE_NAMES.iter().chain(std::iter::once(&"")) {
+        health_reporter
+            .set_service_status(*name, ServingStatus::NotServing)
+            .await;
+    }
+    stop_tx.send_replace(true);
+    daemon
+        .ctx
+        .engine
+        .shutdown(daemon.ctx.config.shutdown_grace())
+        .await;
+    for s in servers {
+        match tokio::time::timeout(Duration::from_secs(10), s).await {
+            Ok(Ok(Ok(()))) => {}
+            Ok(Ok(Err(e))) => warn!(cause = %e, "server ended with an error"),
+            Ok(Err(e)) => warn!(cause = %e, "server task failed"),
+            Err(_) => warn!("a server did not close its connections in time"),
+        }
+    }
+    info!("stopped");
+    Ok(())
+}

@@ -1,0 +1,81 @@
+//! google.longrunning.Operations over execution operations.
+
+use std::sync::Arc;
+
+use bazel_remote_apis::google::longrunning::{
+    CancelOperationRequest, DeleteOperationRequest, GetOperationRequest, ListOperationsRequest,
+    ListOperationsResponse, Operation as LroOperation, WaitOperationRequest,
+    operations_server::Operations,
+};
+use bazel_remote_apis::google::protobuf::Empty;
+use tonic::{Request, Response, Status};
+
+use crate::error::Error;
+use crate::service::Context;
+
+/// The Operations service.
+#[derive(Debug, Clone)]
+pub struct OperationsService {
+    ctx: Arc<Context>,
+}
+
+impl OperationsService {
+    /// A service over `ctx`.
+    pub fn new(ctx: Arc<Context>) -> Self {
+        OperationsService { ctx }
+    }
+}
+
+#[tonic::async_trait]
+impl Operations for OperationsService {
+    async fn list_operations(
+        &self,
+        _request: Request<ListOperationsRequest>,
+    ) -> Result<Response<ListOperationsResponse>, Status> {
+        Err(Error::Unimplemented("ListOperations is not supported".into()).into())
+    }
+
+    #[tracing::instrument(skip_all, fields(operation = %request.get_ref().name))]
+    async fn get_operation(
+        &self,
+        request: Request<GetOperationRequest>,
+    ) -> Result<Response<LroOperation>, Status> {
+        let op = self.ctx.engine.get(&request.get_ref().name)?;
+        Ok(Response::new((*op.current()).clone()))
+    }
+
+    #[tracing::instrument(skip_all, fields(operation = %request.get_ref().name))]
+    async fn delete_operation(
+        &self,
+        request: Request<DeleteOperationRequest>,
+    ) -> Result<Response<Empty>, Status> {
+        self.ctx.engine.delete(&request.get_ref().name)?;
+        Ok(Response::new(Empty {}))
+    }
+
+    #[tracing::instrument(skip_all, fields(operation = %request.get_ref().name))]
+    async fn cancel_operation(
+        &self,
+        request: Request<CancelOperationRequest>,
+    ) -> Result<Response<Empty>, Status> {
+        let op = self.ctx.engine.get(&request.get_ref().name)?;
+        op.cancel();
+        Ok(Response::new(Empty {}))
+    }
+
+    #[tracing::instrument(skip_all, fields(operation = %request.get_ref().name))]
+    async fn wait_operation(
+        &self,
+        request: Request<WaitOperationRequest>,
+    ) -> Result<Response<LroOperation>, Status> {
+        let req = request.into_inner();
+        let op = self.ctx.engine.get(&req.name)?;
+        let mut state = op.subscribe();
+        let timeout = req
+            .timeout
+            .map(|t| std::time::Duration::new(t.seconds.max(0) as u64, t.nanos.max(0) as u32))
+            .unwrap_or(std::time::Duration::from_secs(60));
+        let _ = tokio::time::timeout(timeout, state.wait_for(|o| o.done)).await;
+        Ok(Response::new((*op.current()).clone()))
+    }
+}
