@@ -131,10 +131,17 @@ pub fn creator(plan: &ChildPlan, pipes: &ChildPipes) -> ! {
         // Root mode: become the unprivileged host ids first, so the user
         // namespace is owned by them and nothing in it can act as host root.
         let r = nix::unistd::setgroups(&[])
-            .and_then(|_| nix::unistd::setresgid(Gid::from_raw(gid), Gid::from_raw(gid), Gid::from_raw(gid)))
-            .and_then(|_| nix::unistd::setresuid(Uid::from_raw(uid), Uid::from_raw(uid), Uid::from_raw(uid)));
+            .and_then(|_| {
+                nix::unistd::setresgid(Gid::from_raw(gid), Gid::from_raw(gid), Gid::from_raw(gid))
+            })
+            .and_then(|_| {
+                nix::unistd::setresuid(Uid::from_raw(uid), Uid::from_raw(uid), Uid::from_raw(uid))
+            });
         if let Err(e) = r {
-            die(ctl, format!("failed to drop to host uid {uid} gid {gid}: {e}"));
+            die(
+                ctl,
+                format!("failed to drop to host uid {uid} gid {gid}: {e}"),
+            );
         }
         // setresuid cleared dumpable; our own /proc files must stay ours to
         // write the id maps.
@@ -161,7 +168,10 @@ pub fn creator(plan: &ChildPlan, pipes: &ChildPipes) -> ! {
         | CloneFlags::CLONE_NEWUTS
         | CloneFlags::CLONE_NEWCGROUP;
     if let Err(e) = nix::sched::unshare(flags) {
-        die(ctl, format!("failed to create mount/pid/net/ipc/uts/cgroup namespaces: {e}"));
+        die(
+            ctl,
+            format!("failed to create mount/pid/net/ipc/uts/cgroup namespaces: {e}"),
+        );
     }
     // CLONE_PARENT makes init the helper's child: the helper waits for it,
     // gets its rusage and can kill the whole pid namespace by killing it.
@@ -271,7 +281,8 @@ fn ns_inode(name: &str) -> Result<u64, String> {
 
 /// Builds and verifies the root filesystem; returns a JSON report.
 fn setup_root(plan: &ChildPlan) -> Result<String, String> {
-    nix::unistd::sethostname(&plan.hostname).map_err(|e| format!("failed to set the hostname: {e}"))?;
+    nix::unistd::sethostname(&plan.hostname)
+        .map_err(|e| format!("failed to set the hostname: {e}"))?;
     // SAFETY: setdomainname reads `len` bytes from a static string.
     unsafe { libc::setdomainname(c"(none)".as_ptr(), 6) };
     net::loopback_up().map_err(|e| format!("failed to bring up lo: {e}"))?;
@@ -279,13 +290,20 @@ fn setup_root(plan: &ChildPlan) -> Result<String, String> {
     mounts::execute(&plan.mounts).map_err(|e| e.to_string())?;
     // Keep the upper layer reachable for the helper (via /proc/1/fd) after
     // pivot_root detaches the scratch mount.
-    let upper = nix::fcntl::open(&plan.upper, nix::fcntl::OFlag::O_PATH | nix::fcntl::OFlag::O_DIRECTORY, nix::sys::stat::Mode::empty())
-        .map_err(|e| format!("cannot open the upper layer: {e}"))?;
+    let upper = nix::fcntl::open(
+        &plan.upper,
+        nix::fcntl::OFlag::O_PATH | nix::fcntl::OFlag::O_DIRECTORY,
+        nix::sys::stat::Mode::empty(),
+    )
+    .map_err(|e| format!("cannot open the upper layer: {e}"))?;
     let upper_fd = upper.as_raw_fd();
     std::mem::forget(upper); // held until init exits
     mounts::pivot_into(&plan.new_root).map_err(|e| e.to_string())?;
-    mounts::remount_readonly(std::path::Path::new("/"), nix::mount::MsFlags::MS_NOSUID | nix::mount::MsFlags::MS_NODEV)
-        .map_err(|e| e.to_string())?;
+    mounts::remount_readonly(
+        std::path::Path::new("/"),
+        nix::mount::MsFlags::MS_NOSUID | nix::mount::MsFlags::MS_NODEV,
+    )
+    .map_err(|e| e.to_string())?;
     verify_root(plan, upper_fd)
 }
 
@@ -295,13 +313,17 @@ fn verify_root(plan: &ChildPlan, upper_fd: RawFd) -> Result<String, String> {
     for (name, host) in &plan.host_ns {
         let ours = ns_inode(name)?;
         if ours == *host {
-            return Err(format!("{name} namespace is the helper's own (inode {ours})"));
+            return Err(format!(
+                "{name} namespace is the helper's own (inode {ours})"
+            ));
         }
         namespaces.push(name.clone());
     }
     let ifaces = net::interfaces().map_err(|e| format!("cannot list interfaces: {e}"))?;
     if ifaces != ["lo(up)"] {
-        return Err(format!("network namespace has {ifaces:?}, expected only lo, up"));
+        return Err(format!(
+            "network namespace has {ifaces:?}, expected only lo, up"
+        ));
     }
     let ro = statvfs("/").map_err(|e| format!("statvfs /: {e}"))?;
     if !ro.flags().contains(FsFlags::ST_RDONLY) {
@@ -356,12 +378,23 @@ fn step(plan: &ChildPlan, pipes: &ChildPipes) -> ! {
     }
     // Every inherited fd beyond 0, 1, 2 is closed at execve.
     // SAFETY: close_range with CLOSE_RANGE_CLOEXEC only sets flags.
-    if unsafe { libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, libc::CLOSE_RANGE_CLOEXEC) } != 0 {
+    if unsafe {
+        libc::syscall(
+            libc::SYS_close_range,
+            3u32,
+            u32::MAX,
+            libc::CLOSE_RANGE_CLOEXEC,
+        )
+    } != 0
+    {
         fail(format!("close_range failed: {}", nix::Error::last()));
     }
     nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(plan.umask));
     if let Err(e) = nix::unistd::chdir(plan.cwd.as_c_str()) {
-        fail(format!("cannot enter working directory {:?}: {e}", plan.cwd));
+        fail(format!(
+            "cannot enter working directory {:?}: {e}",
+            plan.cwd
+        ));
     }
     if let Some(n) = plan.cpus {
         let mut set = nix::sched::CpuSet::new();
@@ -416,8 +449,12 @@ fn step(plan: &ChildPlan, pipes: &ChildPipes) -> ! {
 }
 
 fn stdio(plan: &ChildPlan) -> Result<(), String> {
-    let null = nix::fcntl::open("/dev/null", nix::fcntl::OFlag::O_RDWR, nix::sys::stat::Mode::empty())
-        .map_err(|e| format!("cannot open /dev/null: {e}"))?;
+    let null = nix::fcntl::open(
+        "/dev/null",
+        nix::fcntl::OFlag::O_RDWR,
+        nix::sys::stat::Mode::empty(),
+    )
+    .map_err(|e| format!("cannot open /dev/null: {e}"))?;
     let dup = |from: RawFd, to: RawFd| {
         // SAFETY: dup2 between fds we hold.
         if unsafe { libc::dup2(from, to) } < 0 {

@@ -3,8 +3,8 @@
 //! these, in [`crate::seccomp`].)
 
 use landlock::{
-    ABI, Access, AccessFs, AccessNet, CompatLevel, Compatible, NetPort, PathBeneath, PathFd, RulesetAttr,
-    RulesetCreatedAttr, RulesetStatus, Scope,
+    ABI, Access, AccessFs, AccessNet, CompatLevel, Compatible, NetPort, PathBeneath, PathFd,
+    RulesetAttr, RulesetCreatedAttr, RulesetStatus, Scope,
 };
 use nix::sys::resource::{Resource, setrlimit};
 
@@ -52,7 +52,10 @@ pub struct Rlimits {
 
 /// Sets and verifies the rlimits (soft = hard, so the step cannot raise them).
 pub fn set_rlimits(r: &Rlimits) -> Result<(), ConfineError> {
-    let mut want = vec![(Resource::RLIMIT_CORE, 0), (Resource::RLIMIT_NOFILE, r.nofile)];
+    let mut want = vec![
+        (Resource::RLIMIT_CORE, 0),
+        (Resource::RLIMIT_NOFILE, r.nofile),
+    ];
     if let Some(f) = r.fsize {
         want.push((Resource::RLIMIT_FSIZE, f));
     }
@@ -66,7 +69,9 @@ pub fn set_rlimits(r: &Rlimits) -> Result<(), ConfineError> {
         sys(format!("set {res:?} to {v}"), setrlimit(res, v, v))?;
         let (soft, hard) = sys(format!("read {res:?}"), nix::sys::resource::getrlimit(res))?;
         if soft != v || hard != v {
-            return Err(ConfineError::Verify(format!("{res:?} is {soft}/{hard}, wanted {v}")));
+            return Err(ConfineError::Verify(format!(
+                "{res:?} is {soft}/{hard}, wanted {v}"
+            )));
         }
     }
     Ok(())
@@ -110,7 +115,16 @@ pub fn drop_capabilities(last: u64) -> Result<(), ConfineError> {
         });
     }
     // SAFETY: prctl with integer arguments only.
-    if unsafe { libc::prctl(libc::PR_CAP_AMBIENT, libc::PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0) } != 0 {
+    if unsafe {
+        libc::prctl(
+            libc::PR_CAP_AMBIENT,
+            libc::PR_CAP_AMBIENT_CLEAR_ALL,
+            0,
+            0,
+            0,
+        )
+    } != 0
+    {
         return Err(ConfineError::Sys {
             what: "clear ambient capabilities".into(),
             errno: nix::Error::last(),
@@ -161,16 +175,22 @@ fn verify_no_capabilities(last: u64) -> Result<(), ConfineError> {
             errno: nix::Error::last(),
         });
     }
-    if data.iter().any(|d| d.effective | d.permitted | d.inheritable != 0) {
+    if data
+        .iter()
+        .any(|d| d.effective | d.permitted | d.inheritable != 0)
+    {
         return Err(ConfineError::Verify("a capability set is not empty".into()));
     }
     for cap in 0..=last {
         // SAFETY: prctl with integer arguments only.
         let bounding = unsafe { libc::prctl(libc::PR_CAPBSET_READ, cap, 0, 0, 0) };
         // SAFETY: prctl with integer arguments only.
-        let ambient = unsafe { libc::prctl(libc::PR_CAP_AMBIENT, libc::PR_CAP_AMBIENT_IS_SET, cap, 0, 0) };
+        let ambient =
+            unsafe { libc::prctl(libc::PR_CAP_AMBIENT, libc::PR_CAP_AMBIENT_IS_SET, cap, 0, 0) };
         if bounding != 0 || ambient != 0 {
-            return Err(ConfineError::Verify(format!("capability {cap} is still in the bounding or ambient set")));
+            return Err(ConfineError::Verify(format!(
+                "capability {cap} is still in the bounding or ambient set"
+            )));
         }
     }
     Ok(())
@@ -204,13 +224,23 @@ pub fn kernel_abi() -> i32 {
             1u32, // LANDLOCK_CREATE_RULESET_VERSION
         )
     };
-    if r < 0 { -nix::Error::last_raw() } else { r as i32 }
+    if r < 0 {
+        -nix::Error::last_raw()
+    } else {
+        r as i32
+    }
 }
 
 /// Read-write paths inside the sandbox (after `pivot_root`).
 const RW_PATHS: &[&str] = &["/work", "/tmp", "/dev/shm", "/dev/pts"];
 /// Devices the step may read and write.
-const RW_DEVICES: &[&str] = &["/dev/null", "/dev/zero", "/dev/full", "/dev/random", "/dev/urandom"];
+const RW_DEVICES: &[&str] = &[
+    "/dev/null",
+    "/dev/zero",
+    "/dev/full",
+    "/dev/random",
+    "/dev/urandom",
+];
 
 fn abi_of(n: u8) -> ABI {
     match n {
@@ -240,7 +270,9 @@ pub fn apply_landlock(policy: &LandlockPolicy) -> Result<LandlockStatus, Confine
         .handle_access(all)
         .map_err(ll)?;
     if abi >= ABI::V4 {
-        ruleset = ruleset.handle_access(AccessNet::from_all(abi)).map_err(ll)?;
+        ruleset = ruleset
+            .handle_access(AccessNet::from_all(abi))
+            .map_err(ll)?;
     }
     if abi >= ABI::V6 {
         ruleset = ruleset.scope(Scope::from_all(abi)).map_err(ll)?;
@@ -262,10 +294,14 @@ pub fn apply_landlock(policy: &LandlockPolicy) -> Result<LandlockStatus, Confine
     }
     if abi >= ABI::V4 {
         for port in &policy.tcp_bind {
-            created = created.add_rule(NetPort::new(*port, AccessNet::BindTcp)).map_err(ll)?;
+            created = created
+                .add_rule(NetPort::new(*port, AccessNet::BindTcp))
+                .map_err(ll)?;
         }
         for port in &policy.tcp_connect {
-            created = created.add_rule(NetPort::new(*port, AccessNet::ConnectTcp)).map_err(ll)?;
+            created = created
+                .add_rule(NetPort::new(*port, AccessNet::ConnectTcp))
+                .map_err(ll)?;
         }
     }
     let status = created.restrict_self().map_err(ll)?;

@@ -37,7 +37,8 @@ pub fn detect() -> Features {
         // SAFETY: prctl with integer arguments only.
         seccomp: unsafe { libc::prctl(libc::PR_GET_SECCOMP, 0, 0, 0, 0) } >= 0,
         cgroup: crate::cgroup::detect(None),
-        overlayfs: std::fs::read_to_string("/proc/filesystems").is_ok_and(|s| s.contains("\toverlay")),
+        overlayfs: std::fs::read_to_string("/proc/filesystems")
+            .is_ok_and(|s| s.contains("\toverlay")),
     }
 }
 
@@ -51,7 +52,10 @@ fn can_unshare_user() -> bool {
             unsafe { libc::_exit(if ok { 0 } else { 1 }) }
         }
         Ok(nix::unistd::ForkResult::Parent { child }) => {
-            matches!(nix::sys::wait::waitpid(child, None), Ok(nix::sys::wait::WaitStatus::Exited(_, 0)))
+            matches!(
+                nix::sys::wait::waitpid(child, None),
+                Ok(nix::sys::wait::WaitStatus::Exited(_, 0))
+            )
         }
         Err(_) => false,
     }
@@ -64,10 +68,13 @@ fn can_unshare_user() -> bool {
 /// suffices, and it applies to v1 hierarchies too. Root only; the daemon
 /// calls it once at start-up and reports the outcome.
 pub fn favor_dynamic_cgroups() -> Result<String, String> {
-    let info = std::fs::read_to_string("/proc/self/mountinfo").map_err(|e| format!("cannot read mountinfo: {e}"))?;
+    let info = std::fs::read_to_string("/proc/self/mountinfo")
+        .map_err(|e| format!("cannot read mountinfo: {e}"))?;
     let mut cgroup2 = None;
     for line in info.lines() {
-        let Some((left, right)) = line.split_once(" - ") else { continue };
+        let Some((left, right)) = line.split_once(" - ") else {
+            continue;
+        };
         let mut r = right.split(' ');
         if r.next() != Some("cgroup2") {
             continue;
@@ -82,7 +89,8 @@ pub fn favor_dynamic_cgroups() -> Result<String, String> {
     let Some(path) = cgroup2 else {
         return Err("no cgroup2 mount to set favordynmods on".into());
     };
-    let st = nix::sys::statvfs::statvfs(path.as_str()).map_err(|e| format!("statvfs {path}: {e}"))?;
+    let st =
+        nix::sys::statvfs::statvfs(path.as_str()).map_err(|e| format!("statvfs {path}: {e}"))?;
     use nix::mount::MsFlags;
     use nix::sys::statvfs::FsFlags;
     let mut flags = MsFlags::MS_REMOUNT;
@@ -97,7 +105,13 @@ pub fn favor_dynamic_cgroups() -> Result<String, String> {
             flags |= ms;
         }
     }
-    nix::mount::mount(None::<&str>, path.as_str(), None::<&str>, flags, Some("favordynmods"))
-        .map_err(|e| format!("cannot set favordynmods on {path}: {e}"))?;
+    nix::mount::mount(
+        None::<&str>,
+        path.as_str(),
+        None::<&str>,
+        flags,
+        Some("favordynmods"),
+    )
+    .map_err(|e| format!("cannot set favordynmods on {path}: {e}"))?;
     Ok(format!("favordynmods set on {path}"))
 }

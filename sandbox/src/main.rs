@@ -105,7 +105,10 @@ fn main() -> ExitCode {
 fn real_main() -> Result<u8> {
     let cli = Cli::parse();
     if cli.features {
-        println!("{}", serde_json::to_string_pretty(&hermetic_sandbox::features::detect())?);
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&hermetic_sandbox::features::detect())?
+        );
         return Ok(0);
     }
     if cli.supervisor {
@@ -119,7 +122,8 @@ fn real_main() -> Result<u8> {
                 std::io::Read::read_to_end(&mut std::io::stdin(), &mut b)?;
                 b
             } else {
-                std::fs::read(path).with_context(|| format!("cannot read spec {}", path.display()))?
+                std::fs::read(path)
+                    .with_context(|| format!("cannot read spec {}", path.display()))?
             };
             Spec::from_json(&bytes)?
         }
@@ -160,7 +164,9 @@ fn spec_from_flags(cli: &Cli) -> Result<Spec> {
         env.push((k.to_owned(), v.to_owned()));
     }
     let timeout_ms = match cli.timeout {
-        Some(t) if !(t.is_finite() && t > 0.0) => bail!("--timeout {t} is not a positive number of seconds"),
+        Some(t) if !(t.is_finite() && t > 0.0) => {
+            bail!("--timeout {t} is not a positive number of seconds")
+        }
         Some(t) => Some((t * 1000.0).ceil() as u64),
         None => None,
     };
@@ -215,7 +221,9 @@ fn profile_dir(flag: Option<&std::path::Path>) -> Result<PathBuf> {
     candidates
         .into_iter()
         .find(|d| d.join("strict.toml").is_file())
-        .context("no sandbox-profiles directory found: pass --profile-dir or set HERMETIC_PROFILE_DIR")
+        .context(
+            "no sandbox-profiles directory found: pass --profile-dir or set HERMETIC_PROFILE_DIR",
+        )
 }
 
 fn report(status: &Status) {
@@ -249,7 +257,11 @@ fn exit_code(status: &Status) -> u8 {
         Outcome::OutputError => 122,
         Outcome::SetupFailed | Outcome::Cancelled => 125,
         Outcome::ExecFailed => {
-            if status.error.as_deref().is_some_and(|e| e.contains("ENOENT")) {
+            if status
+                .error
+                .as_deref()
+                .is_some_and(|e| e.contains("ENOENT"))
+            {
                 127
             } else {
                 126

@@ -309,7 +309,10 @@ pub fn plan(input: &PlanInput<'_>) -> Result<Vec<MountOp>, MountError> {
     ops.push(MountOp::Dir(proc.clone()));
     ops.push(MountOp::Proc(proc.clone()));
     for p in READONLY_PROC {
-        ops.push(MountOp::IfExists(proc.join(p), Box::new(MountOp::ReadOnlyBind(proc.join(p)))));
+        ops.push(MountOp::IfExists(
+            proc.join(p),
+            Box::new(MountOp::ReadOnlyBind(proc.join(p))),
+        ));
     }
     for p in MASKED_PROC {
         let mask = MountOp::BindDevice {
@@ -351,10 +354,12 @@ fn execute_one(op: &MountOp) -> Result<(), MountError> {
                 ),
             )
         }
-        MountOp::Dir(dst) => match nix::unistd::mkdir(dst.as_path(), Mode::from_bits_truncate(0o755)) {
-            Ok(()) | Err(nix::Error::EEXIST) => Ok(()),
-            Err(e) => sys("create directory", dst, Err(e)),
-        },
+        MountOp::Dir(dst) => {
+            match nix::unistd::mkdir(dst.as_path(), Mode::from_bits_truncate(0o755)) {
+                Ok(()) | Err(nix::Error::EEXIST) => Ok(()),
+                Err(e) => sys("create directory", dst, Err(e)),
+            }
+        }
         MountOp::Symlink { target, dst } => {
             std::os::unix::fs::symlink(target, dst).map_err(|e| MountError::Sys {
                 what: "create symlink",
@@ -362,17 +367,23 @@ fn execute_one(op: &MountOp) -> Result<(), MountError> {
                 errno: nix::Error::from_raw(e.raw_os_error().unwrap_or(libc::EIO)),
             })
         }
-        MountOp::File { dst, content } => std::fs::write(dst, content).map_err(|e| MountError::Sys {
-            what: "create file",
-            path: dst.display().to_string(),
-            errno: nix::Error::from_raw(e.raw_os_error().unwrap_or(libc::EIO)),
-        }),
+        MountOp::File { dst, content } => {
+            std::fs::write(dst, content).map_err(|e| MountError::Sys {
+                what: "create file",
+                path: dst.display().to_string(),
+                errno: nix::Error::from_raw(e.raw_os_error().unwrap_or(libc::EIO)),
+            })
+        }
         MountOp::BindReadOnly { src, dst } => {
             // Recursive: a user namespace may not bind a directory without
             // the mounts locked beneath it. Each of those is made read-only
             // too.
             let flags = MsFlags::MS_BIND | MsFlags::MS_REC;
-            sys("bind-mount onto", dst, mount(Some(src.as_path()), dst.as_path(), none, flags, none))?;
+            sys(
+                "bind-mount onto",
+                dst,
+                mount(Some(src.as_path()), dst.as_path(), none, flags, none),
+            )?;
             remount_readonly(dst, MsFlags::MS_NOSUID | MsFlags::MS_NODEV)?;
             for sub in submounts(dst)? {
                 remount_readonly(&sub, MsFlags::MS_NOSUID | MsFlags::MS_NODEV)?;
@@ -380,11 +391,34 @@ fn execute_one(op: &MountOp) -> Result<(), MountError> {
             Ok(())
         }
         MountOp::BindDevice { src, dst } => {
-            sys("bind-mount device onto", dst, mount(Some(src.as_path()), dst.as_path(), none, MsFlags::MS_BIND, none))?;
-            let flags = MsFlags::MS_REMOUNT | MsFlags::MS_BIND | MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC | locked_flags(dst)?;
-            sys("remount device", dst, mount(none, dst.as_path(), none, flags, none))
+            sys(
+                "bind-mount device onto",
+                dst,
+                mount(
+                    Some(src.as_path()),
+                    dst.as_path(),
+                    none,
+                    MsFlags::MS_BIND,
+                    none,
+                ),
+            )?;
+            let flags = MsFlags::MS_REMOUNT
+                | MsFlags::MS_BIND
+                | MsFlags::MS_NOSUID
+                | MsFlags::MS_NOEXEC
+                | locked_flags(dst)?;
+            sys(
+                "remount device",
+                dst,
+                mount(none, dst.as_path(), none, flags, none),
+            )
         }
-        MountOp::Overlay { lower, upper, work, dst } => {
+        MountOp::Overlay {
+            lower,
+            upper,
+            work,
+            dst,
+        } => {
             let data = format!(
                 "lowerdir={},upperdir={},workdir={},userxattr",
                 escape_overlay(lower),
@@ -426,10 +460,22 @@ fn execute_one(op: &MountOp) -> Result<(), MountError> {
             ),
         ),
         MountOp::ReadOnlyBind(dst) => {
-            sys("bind-mount onto itself", dst, mount(Some(dst.as_path()), dst.as_path(), none, MsFlags::MS_BIND, none))?;
+            sys(
+                "bind-mount onto itself",
+                dst,
+                mount(
+                    Some(dst.as_path()),
+                    dst.as_path(),
+                    none,
+                    MsFlags::MS_BIND,
+                    none,
+                ),
+            )?;
             remount_readonly(dst, MsFlags::MS_NOSUID | MsFlags::MS_NODEV)
         }
-        MountOp::RemountReadOnly(dst) => remount_readonly(dst, MsFlags::MS_NOSUID | MsFlags::MS_NODEV),
+        MountOp::RemountReadOnly(dst) => {
+            remount_readonly(dst, MsFlags::MS_NOSUID | MsFlags::MS_NODEV)
+        }
         MountOp::IfExists(path, op) => match std::fs::symlink_metadata(path) {
             Ok(_) => execute_one(op),
             Err(_) => Ok(()),
@@ -460,7 +506,10 @@ fn unescape_mountinfo(s: &str) -> String {
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;
     while i < b.len() {
-        if b[i] == b'\\' && i + 3 < b.len() && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c)) {
+        if b[i] == b'\\'
+            && i + 3 < b.len()
+            && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c))
+        {
             out.push((b[i + 1] - b'0') * 64 + (b[i + 2] - b'0') * 8 + (b[i + 3] - b'0'));
             i += 4;
         } else {
@@ -474,8 +523,13 @@ fn unescape_mountinfo(s: &str) -> String {
 /// Remounts a bind read-only with `extra` flags, keeping the flags a user
 /// namespace may not clear (the kernel refuses a remount that drops them).
 pub fn remount_readonly(dst: &Path, extra: MsFlags) -> Result<(), MountError> {
-    let flags = MsFlags::MS_REMOUNT | MsFlags::MS_BIND | MsFlags::MS_RDONLY | extra | locked_flags(dst)?;
-    sys("remount read-only", dst, mount(None::<&str>, dst, None::<&str>, flags, None::<&str>))
+    let flags =
+        MsFlags::MS_REMOUNT | MsFlags::MS_BIND | MsFlags::MS_RDONLY | extra | locked_flags(dst)?;
+    sys(
+        "remount read-only",
+        dst,
+        mount(None::<&str>, dst, None::<&str>, flags, None::<&str>),
+    )
 }
 
 fn locked_flags(path: &Path) -> Result<MsFlags, MountError> {
@@ -514,8 +568,16 @@ fn escape_overlay(p: &Path) -> String {
 /// stacked beneath it, so nothing of the host's tree stays reachable.
 pub fn pivot_into(new_root: &Path) -> Result<(), MountError> {
     sys("chdir to", new_root, nix::unistd::chdir(new_root))?;
-    sys("pivot_root into", new_root, nix::unistd::pivot_root(".", "."))?;
-    sys("detach old root under", new_root, umount2(".", MntFlags::MNT_DETACH))?;
+    sys(
+        "pivot_root into",
+        new_root,
+        nix::unistd::pivot_root(".", "."),
+    )?;
+    sys(
+        "detach old root under",
+        new_root,
+        umount2(".", MntFlags::MNT_DETACH),
+    )?;
     sys("chdir to", Path::new("/"), nix::unistd::chdir("/"))?;
     Ok(())
 }
@@ -567,7 +629,10 @@ mod tests {
         .unwrap();
         std::fs::remove_dir_all(&img).unwrap();
         let pos = |want: &MountOp| ops.iter().position(|o| o == want).unwrap();
-        assert!(pos(&MountOp::Proc("/s/root/proc".into())) > pos(&MountOp::Devpts("/s/root/dev/pts".into())));
+        assert!(
+            pos(&MountOp::Proc("/s/root/proc".into()))
+                > pos(&MountOp::Devpts("/s/root/dev/pts".into()))
+        );
         assert!(ops.contains(&MountOp::Symlink {
             target: "usr/bin".into(),
             dst: "/s/root/bin".into()
@@ -577,7 +642,10 @@ mod tests {
             dst: "/s/root/etc/passwd".into()
         }));
         // The image's own /proc is never bound: the sandbox mounts a fresh one.
-        assert!(!ops.iter().any(|o| matches!(o, MountOp::BindReadOnly { src, .. } if src.ends_with("proc"))));
+        assert!(
+            !ops.iter()
+                .any(|o| matches!(o, MountOp::BindReadOnly { src, .. } if src.ends_with("proc")))
+        );
         // The root is made read-only by the caller after pivot_root, never before.
         assert!(matches!(ops[0], MountOp::Tmpfs { .. }));
     }

@@ -6,7 +6,12 @@ use nix::sys::socket::{AddressFamily, SockFlag, SockType, socket};
 
 /// Brings `lo` up in the current network namespace.
 pub fn loopback_up() -> Result<(), nix::Error> {
-    let sock = socket(AddressFamily::Inet, SockType::Datagram, SockFlag::SOCK_CLOEXEC, None)?;
+    let sock = socket(
+        AddressFamily::Inet,
+        SockType::Datagram,
+        SockFlag::SOCK_CLOEXEC,
+        None,
+    )?;
     // SAFETY: ifreq is plain old data; all-zero is a valid value.
     let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
     for (dst, src) in req.ifr_name.iter_mut().zip(b"lo\0") {
@@ -31,7 +36,11 @@ pub fn interfaces() -> Result<Vec<String>, nix::Error> {
     let mut out = Vec::new();
     for ifa in nix::ifaddrs::getifaddrs()? {
         let up = ifa.flags.contains(nix::net::if_::InterfaceFlags::IFF_UP);
-        let entry = if up { format!("{}(up)", ifa.interface_name) } else { ifa.interface_name };
+        let entry = if up {
+            format!("{}(up)", ifa.interface_name)
+        } else {
+            ifa.interface_name
+        };
         if !out.contains(&entry) {
             out.push(entry);
         }

@@ -34,7 +34,11 @@ const MAX_ENTRIES: usize = 1_000_000;
 fn open_beneath(dir: BorrowedFd<'_>, path: &Path, flags: OFlag) -> nix::Result<OwnedFd> {
     let how = nix::fcntl::OpenHow::new()
         .flags(flags | OFlag::O_CLOEXEC | OFlag::O_NOFOLLOW)
-        .resolve(ResolveFlag::RESOLVE_BENEATH | ResolveFlag::RESOLVE_NO_SYMLINKS | ResolveFlag::RESOLVE_NO_MAGICLINKS);
+        .resolve(
+            ResolveFlag::RESOLVE_BENEATH
+                | ResolveFlag::RESOLVE_NO_SYMLINKS
+                | ResolveFlag::RESOLVE_NO_MAGICLINKS,
+        );
     nix::fcntl::openat2(dir, path, how)
 }
 
@@ -58,7 +62,11 @@ pub fn written_paths(upper: BorrowedFd<'_>) -> io::Result<Vec<String>> {
                 continue;
             }
             let name = String::from_utf8_lossy(name).into_owned();
-            let path = if rel.is_empty() { name } else { format!("{rel}/{name}") };
+            let path = if rel.is_empty() {
+                name
+            } else {
+                format!("{rel}/{name}")
+            };
             names.push((path, entry.file_type()));
         }
         for (path, ty) in names {
@@ -83,7 +91,10 @@ pub fn written_paths(upper: BorrowedFd<'_>) -> io::Result<Vec<String>> {
 /// as absent); invalid ones are.
 pub fn collect(work: BorrowedFd<'_>, paths: &[String], dest: &Path) -> Collected {
     let mut c = Collected::default();
-    std::fs::create_dir_all(dest).unwrap_or_else(|e| c.errors.push(format!("cannot create {}: {e}", dest.display())));
+    std::fs::create_dir_all(dest).unwrap_or_else(|e| {
+        c.errors
+            .push(format!("cannot create {}: {e}", dest.display()))
+    });
     let mut seen = std::collections::BTreeSet::new();
     let mut queue: Vec<String> = paths.iter().rev().cloned().collect();
     while let Some(path) = queue.pop() {
@@ -116,8 +127,12 @@ fn collect_one(work: BorrowedFd<'_>, path: &str, dest: &Path) -> Result<One, Str
     let fd = match open_beneath(work, rel, OFlag::O_PATH) {
         Ok(fd) => fd,
         Err(nix::Error::ENOENT) => return Ok(None),
-        Err(nix::Error::ELOOP) => return Err(format!("output {path:?}: a parent directory is a symlink")),
-        Err(nix::Error::EXDEV) => return Err(format!("output {path:?} escapes the work directory")),
+        Err(nix::Error::ELOOP) => {
+            return Err(format!("output {path:?}: a parent directory is a symlink"));
+        }
+        Err(nix::Error::EXDEV) => {
+            return Err(format!("output {path:?} escapes the work directory"));
+        }
         Err(e) => return Err(format!("output {path:?}: {e}")),
     };
     let st = fstat(fd.as_fd()).map_err(|e| format!("output {path:?}: {e}"))?;
@@ -136,7 +151,8 @@ fn collect_one(work: BorrowedFd<'_>, path: &str, dest: &Path) -> Result<One, Str
     };
     match kind {
         SFlag::S_IFREG => {
-            let src = open_beneath(work, rel, OFlag::O_RDONLY).map_err(|e| format!("output {path:?}: {e}"))?;
+            let src = open_beneath(work, rel, OFlag::O_RDONLY)
+                .map_err(|e| format!("output {path:?}: {e}"))?;
             let executable = st.st_mode & 0o111 != 0;
             let mut dst = std::fs::OpenOptions::new()
                 .write(true)
@@ -151,7 +167,8 @@ fn collect_one(work: BorrowedFd<'_>, path: &str, dest: &Path) -> Result<One, Str
             entry.executable = executable;
         }
         SFlag::S_IFLNK => {
-            let target = nix::fcntl::readlinkat(fd.as_fd(), "").map_err(|e| format!("output {path:?}: {e}"))?;
+            let target = nix::fcntl::readlinkat(fd.as_fd(), "")
+                .map_err(|e| format!("output {path:?}: {e}"))?;
             std::os::unix::fs::symlink(&target, &out).map_err(err)?;
             entry.kind = OutputKind::Symlink;
             entry.target = Some(String::from_utf8_lossy(target.as_bytes()).into_owned());
@@ -178,9 +195,21 @@ fn collect_one(work: BorrowedFd<'_>, path: &str, dest: &Path) -> Result<One, Str
             entry.kind = OutputKind::Directory;
             return Ok(Some((entry, children)));
         }
-        SFlag::S_IFIFO => return Err(format!("output {path:?} is a fifo; only files, directories and symlinks can be outputs")),
-        SFlag::S_IFSOCK => return Err(format!("output {path:?} is a socket; only files, directories and symlinks can be outputs")),
-        _ => return Err(format!("output {path:?} is a device node; only files, directories and symlinks can be outputs")),
+        SFlag::S_IFIFO => {
+            return Err(format!(
+                "output {path:?} is a fifo; only files, directories and symlinks can be outputs"
+            ));
+        }
+        SFlag::S_IFSOCK => {
+            return Err(format!(
+                "output {path:?} is a socket; only files, directories and symlinks can be outputs"
+            ));
+        }
+        _ => {
+            return Err(format!(
+                "output {path:?} is a device node; only files, directories and symlinks can be outputs"
+            ));
+        }
     }
     Ok(Some((entry, vec![])))
 }
@@ -188,5 +217,9 @@ fn collect_one(work: BorrowedFd<'_>, path: &str, dest: &Path) -> Result<One, Str
 /// Opens a directory of another process's mount namespace through procfs,
 /// as a plain directory fd (used on the sandbox's init while it waits).
 pub fn open_dir(path: &Path) -> io::Result<OwnedFd> {
-    Ok(nix::fcntl::open(path, OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC, Mode::empty())?)
+    Ok(nix::fcntl::open(
+        path,
+        OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )?)
 }

@@ -332,10 +332,12 @@ impl Profile {
             path: origin.to_owned(),
             message: e.to_string().trim_end().to_owned(),
         })?;
-        profile.validate().map_err(|message| ProfileError::Invalid {
-            path: origin.to_owned(),
-            message,
-        })?;
+        profile
+            .validate()
+            .map_err(|message| ProfileError::Invalid {
+                path: origin.to_owned(),
+                message,
+            })?;
         Ok(profile)
     }
 
@@ -391,14 +393,25 @@ impl Profile {
     }
 
     fn validate(&self) -> Result<(), String> {
-        if self.name.is_empty() || !self.name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
-            return Err(format!("name {:?} must be non-empty [A-Za-z0-9_-]", self.name));
+        if self.name.is_empty()
+            || !self
+                .name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        {
+            return Err(format!(
+                "name {:?} must be non-empty [A-Za-z0-9_-]",
+                self.name
+            ));
         }
         if self.user.uid == 0 && !self.seccomp.enabled {
             return Err("a step running as uid 0 must keep seccomp enabled".into());
         }
         if !(1..=7).contains(&self.landlock.abi) {
-            return Err(format!("landlock.abi {} is not between 1 and 7", self.landlock.abi));
+            return Err(format!(
+                "landlock.abi {} is not between 1 and 7",
+                self.landlock.abi
+            ));
         }
         if self.limits.timeout_ms == 0 {
             return Err("limits.timeout_ms must be positive".into());
@@ -407,7 +420,10 @@ impl Profile {
             return Err("limits.tmp_bytes and limits.scratch_bytes must be at least 4096".into());
         }
         if self.environment.umask > 0o777 {
-            return Err(format!("environment.umask {:o} is not a mode", self.environment.umask));
+            return Err(format!(
+                "environment.umask {:o} is not a mode",
+                self.environment.umask
+            ));
         }
         for p in &self.landlock.extra_read {
             if !p.starts_with('/') {
@@ -416,7 +432,9 @@ impl Profile {
         }
         let host = &self.environment.hostname;
         if host.is_empty() || host.len() > 64 {
-            return Err(format!("environment.hostname {host:?} must be 1 to 64 bytes"));
+            return Err(format!(
+                "environment.hostname {host:?} must be 1 to 64 bytes"
+            ));
         }
         for name in &self.seccomp.extra_deny {
             if crate::seccomp::syscall_number(name).is_none() {
@@ -437,8 +455,98 @@ impl Profile {
 /// Lower-case hex of a byte slice.
 pub fn hex(bytes: &[u8]) -> String {
     use std::fmt::Write;
-    bytes.iter().fold(String::with_capacity(bytes.len() * 2), |mut s, b| {
-        let _ = write!(s, "{b:02x}");
-        s
-    })
+    bytes
+        .iter()
+        .fold(String::with_capacity(bytes.len() * 2), |mut s, b| {
+            let _ = write!(s, "{b:02x}");
+            s
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn repo_profiles() -> std::path::PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../sandbox-profiles")
+    }
+
+    #[test]
+    fn shipped_profiles_load_and_differ() {
+        let all = Profile::load_dir(&repo_profiles()).unwrap();
+        let names: Vec<_> = all.iter().map(|p| p.name.as_str()).collect();
+        assert!(
+            names.contains(&"strict") && names.contains(&"debug"),
+            "{names:?}"
+        );
+        let strict = Profile::load(&repo_profiles(), "strict").unwrap();
+        let debug = Profile::load(&repo_profiles(), "debug").unwrap();
+        assert!(
+            strict.allow_weaker.is_empty(),
+            "strict allows nothing weaker"
+        );
+        assert!(!strict.seccomp.allow_ptrace && debug.seccomp.allow_ptrace);
+        assert_ne!(strict.digest(), debug.digest());
+        assert!(strict.digest().starts_with("sha256:") && strict.digest().len() == 7 + 64);
+    }
+
+    #[test]
+    fn digest_is_stable_and_covers_every_field() {
+        let a = Profile::load(&repo_profiles(), "strict").unwrap();
+        let b = Profile::from_toml(
+            &std::fs::read_to_string(repo_profiles().join("strict.toml")).unwrap(),
+            "x",
+        )
+        .unwrap();
+        assert_eq!(a.digest(), b.digest());
+        let mut c = a.clone();
+        c.limits.nofile += 1;
+        assert_ne!(a.digest(), c.digest());
+    }
+
+    #[test]
+    fn unknown_key_is_named_with_the_file() {
+        let text = "name = \"x\"\ndescription = \"d\"\n[limits]\ntimeout_secs = 5\n";
+        let err = Profile::from_toml(text, "bad.toml")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("bad.toml") && err.contains("timeout_secs"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn invalid_values_are_rejected() {
+        let base = "name = \"x\"\ndescription = \"d\"\n";
+        for (extra, needle) in [
+            ("[landlock]\nabi = 9\n", "landlock.abi"),
+            ("[limits]\ntimeout_ms = 0\n", "timeout_ms"),
+            ("[seccomp]\nextra_deny = [\"nosuchcall\"]\n", "nosuchcall"),
+            ("[environment]\nhostname = \"\"\n", "hostname"),
+            ("[user]\nuid = 0\n[seccomp]\nenabled = false\n", "uid 0"),
+        ] {
+            let err = Profile::from_toml(&format!("{base}{extra}"), "p.toml")
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(needle), "{extra:?}: {err}");
+        }
+    }
+
+    #[test]
+    fn names_that_escape_the_directory_are_not_found() {
+        for name in ["../strict", "", ".hidden", "a/b"] {
+            assert!(
+                matches!(
+                    Profile::load(&repo_profiles(), name),
+                    Err(ProfileError::NotFound { .. })
+                ),
+                "{name}"
+            );
+        }
+        let err = Profile::load(&repo_profiles(), "nope")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("nope"), "{err}");
+    }
 }

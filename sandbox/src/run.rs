@@ -40,7 +40,10 @@ pub fn install_cancel_handler() {
         nix::sys::signal::SaFlags::empty(),
         nix::sys::signal::SigSet::empty(),
     );
-    for sig in [nix::sys::signal::Signal::SIGTERM, nix::sys::signal::Signal::SIGINT] {
+    for sig in [
+        nix::sys::signal::Signal::SIGTERM,
+        nix::sys::signal::Signal::SIGINT,
+    ] {
         // SAFETY: the handler only stores to an atomic, which is
         // async-signal-safe.
         let _ = unsafe { nix::sys::signal::sigaction(sig, &action) };
@@ -104,7 +107,10 @@ fn run_inner(spec: &Spec, start: Instant, status: &mut Status) -> Result<(), Str
     let host_ids = if root_mode {
         (HOST_ID_BASE + ids.0, HOST_ID_BASE + ids.1)
     } else {
-        (nix::unistd::geteuid().as_raw(), nix::unistd::getegid().as_raw())
+        (
+            nix::unistd::geteuid().as_raw(),
+            nix::unistd::getegid().as_raw(),
+        )
     };
     if host_ids.0 == 0 || host_ids.1 == 0 {
         return Err("refusing to map sandbox ids to host uid or gid 0".into());
@@ -122,8 +128,15 @@ fn run_inner(spec: &Spec, start: Instant, status: &mut Status) -> Result<(), Str
     match std::fs::create_dir(scratch) {
         Ok(()) => guard.scratch_created = Some(scratch.clone()),
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-            if std::fs::read_dir(scratch).map_err(|e| format!("cannot read scratch {}: {e}", scratch.display()))?.next().is_some() {
-                return Err(format!("scratch directory {} is not empty", scratch.display()));
+            if std::fs::read_dir(scratch)
+                .map_err(|e| format!("cannot read scratch {}: {e}", scratch.display()))?
+                .next()
+                .is_some()
+            {
+                return Err(format!(
+                    "scratch directory {} is not empty",
+                    scratch.display()
+                ));
             }
         }
         Err(e) => return Err(format!("cannot create scratch {}: {e}", scratch.display())),
@@ -184,7 +197,9 @@ fn run_inner(spec: &Spec, start: Instant, status: &mut Status) -> Result<(), Str
         fsize: limits.fsize_bytes,
         nofile: limits.nofile,
         nproc: (enforcement == "rlimit").then_some(limits.pids).flatten(),
-        address_space: (enforcement == "rlimit").then_some(limits.memory_bytes).flatten(),
+        address_space: (enforcement == "rlimit")
+            .then_some(limits.memory_bytes)
+            .flatten(),
     };
 
     let mount_plan = mounts::plan(&PlanInput {
@@ -194,7 +209,11 @@ fn run_inner(spec: &Spec, start: Instant, status: &mut Status) -> Result<(), Str
         tmp_bytes: limits.tmp_bytes,
         scratch_bytes: limits.scratch_bytes,
         passwd: passwd(profile),
-        group: format!("root:x:0:\n{0}:x:{1}:\nnogroup:x:65534:\n", profile.user.name, ids.1).into_bytes(),
+        group: format!(
+            "root:x:0:\n{0}:x:{1}:\nnogroup:x:65534:\n",
+            profile.user.name, ids.1
+        )
+        .into_bytes(),
         hosts: b"127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n".to_vec(),
     })
     .map_err(|e| e.to_string())?;
@@ -202,12 +221,21 @@ fn run_inner(spec: &Spec, start: Instant, status: &mut Status) -> Result<(), Str
 
     let mut host_ns = Vec::new();
     for ns in NAMESPACES {
-        let m = std::fs::metadata(format!("/proc/self/ns/{ns}")).map_err(|e| format!("cannot read /proc/self/ns/{ns}: {e}"))?;
+        let m = std::fs::metadata(format!("/proc/self/ns/{ns}"))
+            .map_err(|e| format!("cannot read /proc/self/ns/{ns}: {e}"))?;
         host_ns.push((ns.to_string(), std::os::unix::fs::MetadataExt::ino(&m)));
     }
     let env = environment(spec);
-    let path = env.iter().find(|(k, _)| k == "PATH").map(|(_, v)| v.clone()).unwrap_or_default();
-    let cwd = if spec.cwd.is_empty() { "/work".to_owned() } else { format!("/work/{}", spec.cwd) };
+    let path = env
+        .iter()
+        .find(|(k, _)| k == "PATH")
+        .map(|(_, v)| v.clone())
+        .unwrap_or_default();
+    let cwd = if spec.cwd.is_empty() {
+        "/work".to_owned()
+    } else {
+        format!("/work/{}", spec.cwd)
+    };
     let plan = ChildPlan {
         drop_to: root_mode.then_some(host_ids),
         host_ids,
@@ -249,7 +277,9 @@ fn run_inner(spec: &Spec, start: Instant, status: &mut Status) -> Result<(), Str
     drop(pipes);
     drop(plan);
     let moved = match &guard.cgroup {
-        Some(cg) => cg.add_pid(creator.as_raw()).map_err(|e| format!("cannot move the sandbox into its cgroup: {e}")),
+        Some(cg) => cg
+            .add_pid(creator.as_raw())
+            .map_err(|e| format!("cannot move the sandbox into its cgroup: {e}")),
         None => Ok(()),
     };
     if let Err(e) = moved {
@@ -257,13 +287,19 @@ fn run_inner(spec: &Spec, start: Instant, status: &mut Status) -> Result<(), Str
         let _ = nix::sys::wait::waitpid(creator, None);
         return Err(e);
     }
-    nix::unistd::write(&from_helper_w, b"g").map_err(|e| format!("cannot start the sandbox: {e}"))?;
+    nix::unistd::write(&from_helper_w, b"g")
+        .map_err(|e| format!("cannot start the sandbox: {e}"))?;
 
     let mut ctl = BufReader::new(std::fs::File::from(ctl_r));
     let setup_deadline = Instant::now() + Duration::from_secs(60);
     // The creator reports init's pid and exits.
     let init = match read_line(&mut ctl, setup_deadline)? {
-        Some(l) if l.starts_with("pid ") => Pid::from_raw(l[4..].trim().parse().map_err(|_| format!("bad message {l:?}"))?),
+        Some(l) if l.starts_with("pid ") => Pid::from_raw(
+            l[4..]
+                .trim()
+                .parse()
+                .map_err(|_| format!("bad message {l:?}"))?,
+        ),
         Some(l) => {
             let _ = nix::sys::wait::waitpid(creator, None);
             return Err(l.strip_prefix("fail ").unwrap_or(&l).to_owned());
@@ -277,7 +313,8 @@ fn run_inner(spec: &Spec, start: Instant, status: &mut Status) -> Result<(), Str
         Some(l) => return Err(l.strip_prefix("fail ").unwrap_or(&l).to_owned()),
         None => return Err("init died during set-up".into()),
     };
-    let ready: serde_json::Value = serde_json::from_str(&ready).map_err(|e| format!("bad report from init: {e}"))?;
+    let ready: serde_json::Value =
+        serde_json::from_str(&ready).map_err(|e| format!("bad report from init: {e}"))?;
 
     // The step's confinement report; EOF on the pipe marks its execve.
     let mut exec_report = String::new();
@@ -304,7 +341,10 @@ fn run_inner(spec: &Spec, start: Instant, status: &mut Status) -> Result<(), Str
         serde_json::from_value(step_report["landlock"].clone()).unwrap_or_default();
     if profile.landlock.enabled && landlock.enforced != "full" {
         if profile.allow_weaker.contains(&Weakening::Landlock) {
-            weaker.push(format!("landlock {} (kernel ABI {})", landlock.enforced, landlock.abi_kernel));
+            weaker.push(format!(
+                "landlock {} (kernel ABI {})",
+                landlock.enforced, landlock.abi_kernel
+            ));
         } else {
             return Err(format!(
                 "landlock is only {} enforced (kernel ABI {}, profile pins {}) and the profile requires it",
@@ -323,7 +363,9 @@ fn run_inner(spec: &Spec, start: Instant, status: &mut Status) -> Result<(), Str
         seccomp: step_report["seccomp"].as_bool().unwrap_or(false),
         seccomp_rules,
         no_new_privs: step_report["no_new_privs"].as_bool().unwrap_or(false),
-        capabilities_dropped: step_report["capabilities_dropped"].as_bool().unwrap_or(false),
+        capabilities_dropped: step_report["capabilities_dropped"]
+            .as_bool()
+            .unwrap_or(false),
         network: serde_json::from_value(ready["network"].clone()).unwrap_or_default(),
         limits: LimitsInForce {
             enforcement: enforcement.into(),
@@ -396,7 +438,9 @@ fn run_inner(spec: &Spec, start: Instant, status: &mut Status) -> Result<(), Str
             Err(e) => status.error = Some(format!("cannot read cgroup usage: {e}")),
         }
         if let Err(e) = cg.remove() {
-            status.error.get_or_insert(format!("cannot remove the action's cgroup: {e}"));
+            status
+                .error
+                .get_or_insert(format!("cannot remove the action's cgroup: {e}"));
         }
     }
     if status.usage.peak_memory_source.is_empty() {
@@ -438,12 +482,20 @@ fn run_inner(spec: &Spec, start: Instant, status: &mut Status) -> Result<(), Str
     Ok(())
 }
 
-fn collect_outputs(spec: &Spec, init: Pid, ready: &serde_json::Value, dest: &Path, status: &mut Status) {
+fn collect_outputs(
+    spec: &Spec,
+    init: Pid,
+    ready: &serde_json::Value,
+    dest: &Path,
+    status: &mut Status,
+) {
     let proc = PathBuf::from(format!("/proc/{}", init.as_raw()));
     let work = match crate::outputs::open_dir(&proc.join("root/work")) {
         Ok(fd) => fd,
         Err(e) => {
-            status.output_errors.push(format!("cannot open the sandbox's /work: {e}"));
+            status
+                .output_errors
+                .push(format!("cannot open the sandbox's /work: {e}"));
             return;
         }
     };
@@ -454,12 +506,17 @@ fn collect_outputs(spec: &Spec, init: Pid, ready: &serde_json::Value, dest: &Pat
         {
             Ok(p) => top_level(p),
             Err(e) => {
-                status.output_errors.push(format!("cannot list what the step wrote: {e}"));
+                status
+                    .output_errors
+                    .push(format!("cannot list what the step wrote: {e}"));
                 return;
             }
         }
     } else {
-        spec.outputs.iter().map(|o| o.trim_end_matches('/').to_owned()).collect()
+        spec.outputs
+            .iter()
+            .map(|o| o.trim_end_matches('/').to_owned())
+            .collect()
     };
     let c = crate::outputs::collect(work.as_fd(), &paths, dest);
     status.outputs = c.entries;
@@ -507,8 +564,16 @@ fn empty_dir() -> Result<PathBuf, String> {
     }
     let m = std::fs::symlink_metadata(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
     use std::os::unix::fs::MetadataExt;
-    if !m.is_dir() || m.uid() != nix::unistd::geteuid().as_raw() || std::fs::read_dir(&dir).map(|mut d| d.next().is_some()).unwrap_or(true) {
-        return Err(format!("{} is not an empty directory of ours", dir.display()));
+    if !m.is_dir()
+        || m.uid() != nix::unistd::geteuid().as_raw()
+        || std::fs::read_dir(&dir)
+            .map(|mut d| d.next().is_some())
+            .unwrap_or(true)
+    {
+        return Err(format!(
+            "{} is not an empty directory of ours",
+            dir.display()
+        ));
     }
     Ok(dir)
 }
@@ -534,7 +599,10 @@ pub fn environment(spec: &Spec) -> Vec<(String, String)> {
         ("LOGNAME", p.user.name.clone()),
         ("TZ", p.environment.tz.clone()),
         ("LANG", p.environment.lang.clone()),
-        ("SOURCE_DATE_EPOCH", p.environment.source_date_epoch.to_string()),
+        (
+            "SOURCE_DATE_EPOCH",
+            p.environment.source_date_epoch.to_string(),
+        ),
     ];
     for (k, v) in defaults {
         if !env.iter().any(|(n, _)| n == k) {
@@ -545,7 +613,9 @@ pub fn environment(spec: &Spec) -> Vec<(String, String)> {
 }
 
 fn cstrings(items: impl Iterator<Item = Vec<u8>>) -> Result<Vec<CString>, String> {
-    items.map(|b| CString::new(b).map_err(|_| "a string contains a NUL byte".to_owned())).collect()
+    items
+        .map(|b| CString::new(b).map_err(|_| "a string contains a NUL byte".to_owned()))
+        .collect()
 }
 
 fn open_stdio(s: &Stdio) -> Result<Option<OwnedFd>, String> {
@@ -574,12 +644,18 @@ fn pipe() -> Result<(OwnedFd, OwnedFd), String> {
 }
 
 fn remaining(deadline: Instant) -> PollTimeout {
-    let ms = deadline.saturating_duration_since(Instant::now()).as_millis().min(i32::MAX as u128) as i32;
+    let ms = deadline
+        .saturating_duration_since(Instant::now())
+        .as_millis()
+        .min(i32::MAX as u128) as i32;
     PollTimeout::try_from(ms).unwrap_or(PollTimeout::MAX)
 }
 
 /// Reads one line, or `None` at EOF or when the deadline passes.
-fn read_line(r: &mut BufReader<std::fs::File>, deadline: Instant) -> Result<Option<String>, String> {
+fn read_line(
+    r: &mut BufReader<std::fs::File>,
+    deadline: Instant,
+) -> Result<Option<String>, String> {
     loop {
         if !r.buffer().is_empty() {
             break;
@@ -601,7 +677,11 @@ fn read_line(r: &mut BufReader<std::fs::File>, deadline: Instant) -> Result<Opti
     }
 }
 
-fn read_to_end_by(f: &mut std::fs::File, out: &mut String, deadline: Instant) -> Result<(), String> {
+fn read_to_end_by(
+    f: &mut std::fs::File,
+    out: &mut String,
+    deadline: Instant,
+) -> Result<(), String> {
     let mut buf = [0u8; 4096];
     loop {
         let mut fds = [PollFd::new(f.as_fd(), PollFlags::POLLIN)];
@@ -618,5 +698,67 @@ fn read_to_end_by(f: &mut std::fs::File, out: &mut String, deadline: Instant) ->
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
             Err(e) => return Err(format!("reading from the step failed: {e}")),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn environment_is_the_specs_in_order_then_defaults() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../sandbox-profiles");
+        let spec = Spec {
+            version: crate::spec::SPEC_VERSION,
+            rootfs: "/".into(),
+            input: None,
+            scratch: "/s".into(),
+            output_dir: None,
+            outputs: vec![],
+            argv: vec!["x".into()],
+            env: vec![
+                ("Z".into(), "1".into()),
+                ("TZ".into(), "Europe/Paris".into()),
+                ("A".into(), "2".into()),
+            ],
+            cwd: String::new(),
+            profile: crate::profile::Profile::load(&dir, "strict").unwrap(),
+            limits: Default::default(),
+            stdout: Stdio::Inherit,
+            stderr: Stdio::Inherit,
+            cgroup_parent: None,
+            variation: Default::default(),
+        };
+        let env = environment(&spec);
+        let names: Vec<&str> = env.iter().map(|(k, _)| k.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "Z",
+                "TZ",
+                "A",
+                "PATH",
+                "HOME",
+                "USER",
+                "LOGNAME",
+                "LANG",
+                "SOURCE_DATE_EPOCH"
+            ]
+        );
+        assert_eq!(env[1].1, "Europe/Paris", "the spec's value wins");
+        assert!(env.contains(&("HOME".into(), "/tmp".into())));
+        assert!(env.contains(&("SOURCE_DATE_EPOCH".into(), "0".into())));
+    }
+
+    #[test]
+    fn top_level_drops_children_of_listed_directories() {
+        let got = top_level(vec![
+            "a/b".into(),
+            "a".into(),
+            "ab".into(),
+            "c/d/e".into(),
+            "c/d".into(),
+        ]);
+        assert_eq!(got, ["a", "ab", "c/d"]);
     }
 }

@@ -199,7 +199,14 @@ const EPERM_ALWAYS: &str = "setns mount umount2 pivot_root open_tree open_tree_a
     settimeofday adjtimex sethostname setdomainname lookup_dcookie quotactl quotactl_fd \
     nfsservctl uselib _sysctl iopl ioperm vhangup syslog";
 /// Denied with EPERM unless the profile allows ptrace.
-const PTRACE: &[&str] = &["ptrace", "process_vm_readv", "process_vm_writev", "pidfd_getfd", "process_madvise", "kcmp"];
+const PTRACE: &[&str] = &[
+    "ptrace",
+    "process_vm_readv",
+    "process_vm_writev",
+    "pidfd_getfd",
+    "process_madvise",
+    "kcmp",
+];
 /// Denied with ENOTSUP (see the module docs).
 const SET_XATTR: &[&str] = &["setxattr", "lsetxattr", "fsetxattr", "setxattrat"];
 /// Namespace flags refused in `unshare` and `clone` flags. For `clone`,

@@ -233,3 +233,85 @@ pub fn check_relative(path: &str) -> Result<(), String> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec() -> Spec {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../sandbox-profiles");
+        Spec {
+            version: SPEC_VERSION,
+            rootfs: "/img".into(),
+            input: None,
+            scratch: "/scratch".into(),
+            output_dir: None,
+            outputs: vec![],
+            argv: vec!["/bin/true".into()],
+            env: vec![],
+            cwd: String::new(),
+            profile: Profile::load(&dir, "strict").unwrap(),
+            limits: LimitOverrides::default(),
+            stdout: Stdio::Inherit,
+            stderr: Stdio::Inherit,
+            cgroup_parent: None,
+            variation: Variation::default(),
+        }
+    }
+
+    #[test]
+    fn round_trips_and_rejects_unknown_fields() {
+        let s = spec();
+        let json = serde_json::to_vec(&s).unwrap();
+        let back = Spec::from_json(&json).unwrap();
+        assert_eq!(back.argv, s.argv);
+        let mut v: serde_json::Value = serde_json::from_slice(&json).unwrap();
+        v["surprise"] = serde_json::json!(1);
+        let err = Spec::from_json(&serde_json::to_vec(&v).unwrap())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("surprise"), "{err}");
+    }
+
+    #[test]
+    fn rejects_bad_fields_with_their_names() {
+        type Mutation = Box<dyn Fn(&mut Spec)>;
+        let cases: Vec<(Mutation, &str)> = vec![
+            (Box::new(|s| s.version = 99), "version 99"),
+            (Box::new(|s| s.argv.clear()), "argv"),
+            (Box::new(|s| s.argv = vec!["a\0b".into()]), "NUL"),
+            (
+                Box::new(|s| s.env = vec![("A=B".into(), "c".into())]),
+                "env",
+            ),
+            (Box::new(|s| s.rootfs = "relative".into()), "absolute"),
+            (
+                Box::new(|s| s.outputs = vec!["../escape".into()]),
+                "outputs",
+            ),
+            (Box::new(|s| s.outputs = vec!["/abs".into()]), "outputs"),
+            (Box::new(|s| s.outputs = vec!["a//b".into()]), "outputs"),
+            (Box::new(|s| s.cwd = "a/../..".into()), "cwd"),
+            (Box::new(|s| s.limits.timeout_ms = Some(0)), "timeout"),
+        ];
+        for (mutate, needle) in cases {
+            let mut s = spec();
+            mutate(&mut s);
+            let err = s.validate().unwrap_err().to_string();
+            assert!(err.contains(needle), "{needle}: {err}");
+        }
+    }
+
+    #[test]
+    fn limits_take_overrides_then_profile() {
+        let mut s = spec();
+        assert_eq!(s.effective_limits(), s.profile.limits);
+        s.limits.memory_bytes = Some(1 << 20);
+        s.limits.timeout_ms = Some(5);
+        let l = s.effective_limits();
+        assert_eq!(
+            (l.memory_bytes, l.timeout_ms, l.pids),
+            (Some(1 << 20), 5, s.profile.limits.pids)
+        );
+    }
+}

@@ -71,7 +71,11 @@ pub fn serve(input: impl BufRead + AsFd, mut output: impl Write) -> std::io::Res
         }
         let ready: Vec<bool> = fds.iter().map(|f| f.any().unwrap_or(false)).collect();
         drop(fds);
-        let (stdin_ready, rest) = if open { (ready[0], &ready[1..]) } else { (false, &ready[..]) };
+        let (stdin_ready, rest) = if open {
+            (ready[0], &ready[1..])
+        } else {
+            (false, &ready[..])
+        };
         for (i, id) in ids.iter().enumerate() {
             if !rest[i] {
                 continue;
@@ -82,8 +86,9 @@ pub fn serve(input: impl BufRead + AsFd, mut output: impl Write) -> std::io::Res
                 Ok(0) | Err(_) => {
                     let r = running.remove(id).expect("listed");
                     let _ = nix::sys::wait::waitpid(r.pid, None);
-                    let status = serde_json::from_slice::<Status>(&r.buf)
-                        .unwrap_or_else(|e| Status::setup_failed(format!("the action's runner died: {e}")));
+                    let status = serde_json::from_slice::<Status>(&r.buf).unwrap_or_else(|e| {
+                        Status::setup_failed(format!("the action's runner died: {e}"))
+                    });
                     respond(&mut output, *id, &status)?;
                 }
                 Ok(n) => r.buf.extend_from_slice(&chunk[..n]),
@@ -99,7 +104,11 @@ pub fn serve(input: impl BufRead + AsFd, mut output: impl Write) -> std::io::Res
                 continue;
             }
             match serde_json::from_str::<Request>(&line) {
-                Err(e) => respond(&mut output, 0, &Status::setup_failed(format!("bad request line: {e}")))?,
+                Err(e) => respond(
+                    &mut output,
+                    0,
+                    &Status::setup_failed(format!("bad request line: {e}")),
+                )?,
                 Ok(req) if req.cancel => {
                     if let Some(r) = running.get(&req.id) {
                         let _ = nix::sys::signal::kill(r.pid, nix::sys::signal::Signal::SIGTERM);
@@ -109,12 +118,16 @@ pub fn serve(input: impl BufRead + AsFd, mut output: impl Write) -> std::io::Res
                     let spec = req
                         .spec
                         .ok_or_else(|| "request has neither spec nor cancel".to_owned())
-                        .and_then(|raw| Spec::from_json(raw.get().as_bytes()).map_err(|e| e.to_string()));
+                        .and_then(|raw| {
+                            Spec::from_json(raw.get().as_bytes()).map_err(|e| e.to_string())
+                        });
                     match spec {
                         Err(e) => respond(&mut output, req.id, &Status::setup_failed(e))?,
-                        Ok(_) if running.contains_key(&req.id) => {
-                            respond(&mut output, req.id, &Status::setup_failed(format!("id {} is already running", req.id)))?
-                        }
+                        Ok(_) if running.contains_key(&req.id) => respond(
+                            &mut output,
+                            req.id,
+                            &Status::setup_failed(format!("id {} is already running", req.id)),
+                        )?,
                         Ok(spec) => match start(&spec) {
                             Ok(r) => {
                                 running.insert(req.id, r);
@@ -138,7 +151,8 @@ fn respond(out: &mut impl Write, id: u64, status: &Status) -> std::io::Result<()
 
 /// Forks a runner for one spec; its status comes back through a pipe.
 fn start(spec: &Spec) -> Result<Running, String> {
-    let (r, w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| format!("pipe failed: {e}"))?;
+    let (r, w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
+        .map_err(|e| format!("pipe failed: {e}"))?;
     // SAFETY: the supervisor is single-threaded; the child runs the spec and
     // ends in _exit.
     match unsafe { nix::unistd::fork() }.map_err(|e| format!("fork failed: {e}"))? {
