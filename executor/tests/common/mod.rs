@@ -139,3 +139,226 @@ pub async fn upload(
 pub fn digest(k: &BlobKey) -> Option<Digest> {
     Some(k.to_proto())
 }
+
+pub mod actions {
+    //! Building and running actions.
+
+    use std::collections::BTreeMap;
+
+    use bazel_remote_apis::build::bazel::remote::execution::v2::{
+        Action, Command, Directory, DirectoryNode, ExecuteRequest, ExecuteResponse, FileNode,
+        Platform, command::EnvironmentVariable,
+        content_addressable_storage_client::ContentAddressableStorageClient,
+        execution_client::ExecutionClient, platform::Property,
+    };
+    use bazel_remote_apis::google::longrunning::{Operation, operation};
+    use hermeticd::digest::{BlobKey, DigestFunction};
+    use prost::Message;
+    use tokio_stream::StreamExt;
+    use tonic::transport::Channel;
+
+    use super::upload;
+
+    /// A command and how it is run.
+    #[derive(Debug, Default, Clone)]
+    pub struct ActionSpec {
+        /// argv.
+        pub args: Vec<String>,
+        /// Environment.
+        pub env: Vec<(String, String)>,
+        /// v2.1 outputs.
+        pub output_paths: Vec<String>,
+        /// v2.0 output files.
+        pub output_files: Vec<String>,
+        /// v2.0 output directories.
+        pub output_dirs: Vec<String>,
+        /// Working directory.
+        pub workdir: String,
+        /// Platform properties (on the Action).
+        pub platform: Vec<(String, String)>,
+        /// Timeout in seconds (0: none).
+        pub timeout_secs: i64,
+        /// Do not cache.
+        pub do_not_cache: bool,
+        /// Salt.
+        pub salt: Vec<u8>,
+    }
+
+    /// `sh -c SCRIPT`.
+    pub fn sh(script: &str) -> ActionSpec {
+        ActionSpec {
+            args: vec!["sh".into(), "-c".into(), script.into()],
+            env: vec![("PATH".into(), "/bin:/usr/bin".into())],
+            ..Default::default()
+        }
+    }
+
+    enum Node {
+        File(Vec<u8>, bool),
+        Dir(BTreeMap<String, Node>),
+    }
+
+    fn insert(root: &mut BTreeMap<String, Node>, path: &str, data: &[u8], exec: bool) {
+        let mut segs: Vec<&str> = path.split('/').collect();
+        let last = segs.pop().unwrap();
+        let mut dir = root;
+        for s in segs {
+            let Node::Dir(d) = dir
+                .entry(s.to_owned())
+                .or_insert_with(|| Node::Dir(BTreeMap::new()))
+            else {
+                panic!("{s} is a file")
+            };
+            dir = d;
+        }
+        dir.insert(last.to_owned(), Node::File(data.to_vec(), exec));
+    }
+
+    fn build(
+        f: DigestFunction,
+        map: &BTreeMap<String, Node>,
+        blobs: &mut Vec<Vec<u8>>,
+    ) -> (Directory, BlobKey) {
+        let mut d = Directory::default();
+        for (name, node) in map {
+            match node {
+                Node::File(data, exec) => {
+                    blobs.push(data.clone());
+                    d.files.push(FileNode {
+                        name: name.clone(),
+                        digest: Some(hermeticd::digest::key_of(f, data).to_proto()),
+                        is_executable: *exec,
+                        node_properties: None,
+                    });
+                }
+                Node::Dir(sub) => {
+                    let (_, k) = build(f, sub, blobs);
+                    d.directories.push(DirectoryNode {
+                        name: name.clone(),
+                        digest: Some(k.to_proto()),
+                    });
+                }
+            }
+        }
+        let data = d.encode_to_vec();
+        blobs.push(data.clone());
+        let k = hermeticd::digest::key_of(f, &data);
+        (d, k)
+    }
+
+    /// Uploads a tree given as `(path, contents, executable)` and returns
+    /// its root digest. An empty list gives the empty directory.
+    pub async fn put_tree(
+        cas: &mut ContentAddressableStorageClient<Channel>,
+        f: DigestFunction,
+        files: &[(&str, &[u8], bool)],
+    ) -> BlobKey {
+        let mut root = BTreeMap::new();
+        for (p, data, exec) in files {
+            insert(&mut root, p, data, *exec);
+        }
+        let mut blobs = Vec::new();
+        let (_, key) = build(f, &root, &mut blobs);
+        let refs: Vec<&[u8]> = blobs.iter().map(|b| b.as_slice()).collect();
+        upload(cas, f, &refs).await;
+        key
+    }
+
+    /// Uploads the Command and Action; returns the action's key.
+    #[allow(deprecated)]
+    pub async fn put_action(
+        cas: &mut ContentAddressableStorageClient<Channel>,
+        f: DigestFunction,
+        spec: &ActionSpec,
+        input_root: BlobKey,
+    ) -> BlobKey {
+        let command = Command {
+            arguments: spec.args.clone(),
+            environment_variables: spec
+                .env
+                .iter()
+                .map(|(n, v)| EnvironmentVariable {
+                    name: n.clone(),
+                    value: v.clone(),
+                })
+                .collect(),
+            output_paths: spec.output_paths.clone(),
+            output_files: spec.output_files.clone(),
+            output_directories: spec.output_dirs.clone(),
+            working_directory: spec.workdir.clone(),
+            ..Default::default()
+        };
+        let cmd_data = command.encode_to_vec();
+        let cmd_key = upload(cas, f, &[&cmd_data]).await[0];
+        let action = Action {
+            command_digest: Some(cmd_key.to_proto()),
+            input_root_digest: Some(input_root.to_proto()),
+            timeout: (spec.timeout_secs > 0).then_some(
+                bazel_remote_apis::google::protobuf::Duration {
+                    seconds: spec.timeout_secs,
+                    nanos: 0,
+                },
+            ),
+            do_not_cache: spec.do_not_cache,
+            salt: spec.salt.clone(),
+            platform: (!spec.platform.is_empty()).then(|| Platform {
+                properties: spec
+                    .platform
+                    .iter()
+                    .map(|(n, v)| Property {
+                        name: n.clone(),
+                        value: v.clone(),
+                    })
+                    .collect(),
+            }),
+        };
+        let data = action.encode_to_vec();
+        upload(cas, f, &[&data]).await[0]
+    }
+
+    /// The ExecuteResponse of a finished operation.
+    pub fn response_of(op: &Operation) -> ExecuteResponse {
+        match op.result.as_ref().expect("operation is done") {
+            operation::Result::Response(any) => {
+                ExecuteResponse::decode(any.value.as_slice()).unwrap()
+            }
+            operation::Result::Error(e) => panic!("operation error set: {e:?}"),
+        }
+    }
+
+    /// The stage of an operation.
+    pub fn stage_of(op: &Operation) -> i32 {
+        use bazel_remote_apis::build::bazel::remote::execution::v2::ExecuteOperationMetadata;
+        ExecuteOperationMetadata::decode(op.metadata.as_ref().unwrap().value.as_slice())
+            .unwrap()
+            .stage
+    }
+
+    /// Executes and follows the stream to the end.
+    pub async fn execute(
+        exec: &mut ExecutionClient<Channel>,
+        f: DigestFunction,
+        action: BlobKey,
+        skip_cache_lookup: bool,
+    ) -> Result<(Vec<Operation>, ExecuteResponse), tonic::Status> {
+        let mut stream = exec
+            .execute(ExecuteRequest {
+                action_digest: Some(action.to_proto()),
+                skip_cache_lookup,
+                digest_function: f.to_proto(),
+                inline_stdout: true,
+                inline_stderr: true,
+                ..Default::default()
+            })
+            .await?
+            .into_inner();
+        let mut ops = Vec::new();
+        while let Some(op) = stream.next().await {
+            ops.push(op?);
+        }
+        let last = ops.last().expect("at least one operation");
+        assert!(last.done, "the stream ended before the operation was done");
+        let resp = response_of(last);
+        Ok((ops, resp))
+    }
+}
