@@ -220,13 +220,14 @@ async fn run_steps(
             std::fs::create_dir_all(&work2).map_err(Error::io("create", &work2))?;
             let dirs: HashMap<BlobKey, &Directory> =
                 p2.tree.directories.iter().map(|(k, d)| (*k, d)).collect();
-            staging::stage(&store, &dirs, p2.input_root, &input2)?;
+            let owner = sandbox_owner(&p2.selection.profile);
+            staging::stage(&store, &dirs, p2.input_root, &input2, owner)?;
             let wd = &p2.command.working_directory;
-            staging::create_dirs(&input2, wd)?;
+            staging::create_dirs(&input2, wd, owner)?;
             for o in &p2.outputs {
                 let rel = under_workdir(wd, &o.path);
                 if let Some((parent, _)) = rel.rsplit_once('/') {
-                    staging::create_dirs(&input2, parent)?;
+                    staging::create_dirs(&input2, parent, owner)?;
                 }
             }
             Ok(())
@@ -432,6 +433,17 @@ async fn run_steps(
             rpc(tonic::Code::Cancelled, "the execution was cancelled".into()),
             String::new(),
         ),
+    })
+}
+
+/// The host ids the sandbox maps the step's user to, when they differ from
+/// ours: as root the helper maps sandbox id N to `HOST_ID_BASE + N`;
+/// rootless it maps the step to our own ids, which own the staged tree
+/// already.
+fn sandbox_owner(profile: &hermetic_sandbox::profile::Profile) -> Option<(u32, u32)> {
+    nix::unistd::geteuid().is_root().then(|| {
+        let base = hermetic_sandbox::run::HOST_ID_BASE;
+        (base + profile.user.uid, base + profile.user.gid)
     })
 }
 

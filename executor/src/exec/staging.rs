@@ -5,6 +5,11 @@
 //! from the store's executable variant, since it belongs to the inode.
 //! The tree becomes the sandbox's read-only lower layer, so a step cannot
 //! write through a link into the store.
+//!
+//! Directories (not files) are given to `owner` when one is set: the host
+//! ids the sandbox maps its user to, so that the step can create files in
+//! input directories and in the parents of its outputs (overlayfs copies a
+//! lower directory up only when its owner is mapped in the sandbox).
 
 use std::collections::HashMap;
 use std::fs;
@@ -36,9 +41,10 @@ pub fn stage(
     dirs: &HashMap<BlobKey, &Directory>,
     root: BlobKey,
     dest: &Path,
+    owner: Option<(u32, u32)>,
 ) -> Result<StageStats> {
     let mut stats = StageStats::default();
-    stage_dir(store, dirs, root, dest, &mut stats)?;
+    stage_dir(store, dirs, root, dest, owner, &mut stats)?;
     Ok(stats)
 }
 
@@ -47,12 +53,13 @@ fn stage_dir(
     dirs: &HashMap<BlobKey, &Directory>,
     key: BlobKey,
     dest: &Path,
+    owner: Option<(u32, u32)>,
     stats: &mut StageStats,
 ) -> Result<()> {
     let dir = dirs
         .get(&key)
         .ok_or_else(|| Error::MissingBlobs(vec![key]))?;
-    fs::create_dir(dest).map_err(Error::io("create", dest))?;
+    make_dir(dest, owner)?;
     stats.directories += 1;
     for f in &dir.files {
         let fk = BlobKey::from_opt(key.function, f.digest.as_ref(), "file digest")?;
@@ -75,7 +82,16 @@ fn stage_dir(
     }
     for d in &dir.directories {
         let dk = BlobKey::from_opt(key.function, d.digest.as_ref(), "directory digest")?;
-        stage_dir(store, dirs, dk, &dest.join(&d.name), stats)?;
+        stage_dir(store, dirs, dk, &dest.join(&d.name), owner, stats)?;
+    }
+    Ok(())
+}
+
+/// Creates a directory, giving it to `owner`.
+fn make_dir(path: &Path, owner: Option<(u32, u32)>) -> Result<()> {
+    fs::create_dir(path).map_err(Error::io("create", path))?;
+    if let Some((uid, gid)) = owner {
+        std::os::unix::fs::chown(path, Some(uid), Some(gid)).map_err(Error::io("chown", path))?;
     }
     Ok(())
 }
@@ -83,7 +99,7 @@ fn stage_dir(
 /// Creates `rel` (a `/`-separated relative path) and its parents under
 /// `root` as directories, refusing to pass through a symlink or a file of
 /// the input tree.
-pub fn create_dirs(root: &Path, rel: &str) -> Result<()> {
+pub fn create_dirs(root: &Path, rel: &str, owner: Option<(u32, u32)>) -> Result<()> {
     let mut p = root.to_path_buf();
     for seg in rel.split('/').filter(|s| !s.is_empty()) {
         p.push(seg);
@@ -94,9 +110,7 @@ pub fn create_dirs(root: &Path, rel: &str) -> Result<()> {
                     "{rel:?}: {seg:?} is a file or symlink in the input tree, not a directory"
                 )));
             }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                fs::create_dir(&p).map_err(Error::io("create", &p))?;
-            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => make_dir(&p, owner)?,
             Err(e) => return Err(Error::io("stat", p)(e)),
         }
     }
@@ -149,7 +163,7 @@ mod tests {
         let root_key = store.put_new(f, &root.encode_to_vec()).unwrap();
         let dirs: HashMap<BlobKey, &Directory> = [(root_key, &root), (sub_key, &sub)].into();
         let dest = dir.path().join("input");
-        let stats = stage(&store, &dirs, root_key, &dest).unwrap();
+        let stats = stage(&store, &dirs, root_key, &dest, None).unwrap();
         assert_eq!(stats.linked, 2);
         let mode = |p: &str| fs::metadata(dest.join(p)).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode("run"), 0o555);
@@ -158,8 +172,8 @@ mod tests {
             fs::read_link(dest.join("link")).unwrap(),
             Path::new("sub/plain")
         );
-        create_dirs(&dest, "sub/out/deeper").unwrap();
+        create_dirs(&dest, "sub/out/deeper", None).unwrap();
         assert!(dest.join("sub/out/deeper").is_dir());
-        assert!(create_dirs(&dest, "run/x").is_err());
+        assert!(create_dirs(&dest, "run/x", None).is_err());
     }
 }
