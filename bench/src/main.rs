@@ -1,0 +1,201 @@
+//! `hermetic-bench`: hermetic measured beside its peers, interleaved in one
+//! run on one machine. `bench/run` builds it, prepares its inputs and starts
+//! it; see docs/BENCHMARKS.md for the results.
+//!
+//! The first benchmark is sandbox start: `/bin/true` from a busybox rootfs
+//! by bare exec, through `hermetic-sandbox` (supervisor and CLI), bwrap and
+//! crun. Each round runs every variant once, in an order rotated by one per
+//! round, so that drift (page cache, frequency, a neighbour's build) hits all
+//! of them alike.
+
+mod crun;
+mod helper;
+mod machine;
+mod report;
+mod stats;
+mod variants;
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use clap::{Parser, ValueEnum};
+
+use variants::{External, Sample, Variant};
+
+/// Benchmark sandbox start against bare exec, bwrap and crun.
+#[derive(Debug, Parser)]
+#[command(name = "hermetic-bench")]
+struct Cli {
+    /// How long to measure.
+    #[arg(long, value_enum, default_value = "fast")]
+    mode: Mode,
+    /// The busybox root filesystem (`scripts/busybox-rootfs.sh` output).
+    #[arg(long, value_name = "DIR")]
+    rootfs: PathBuf,
+    /// The `hermetic-sandbox` binary to measure.
+    #[arg(long, value_name = "FILE")]
+    sandbox: PathBuf,
+    /// A directory the harness owns (bundle, scratch dirs); emptied first.
+    #[arg(long, value_name = "DIR")]
+    work_dir: PathBuf,
+    /// The Markdown file to update (its sandbox-start section only).
+    #[arg(long, value_name = "FILE")]
+    doc: Option<PathBuf>,
+    /// The command line to record in the report.
+    #[arg(long, default_value = "hermetic-bench")]
+    command: String,
+    /// Measured rounds (default: 200 fast, 2000 full).
+    #[arg(long)]
+    rounds: Option<usize>,
+}
+
+/// Fast for a quick look, full for the record.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum Mode {
+    Fast,
+    Full,
+}
+
+impl Mode {
+    /// Warm-up rounds, measured rounds, and the time after which measuring
+    /// stops early (the report then says how many rounds were done).
+    fn plan(self) -> (usize, usize, Duration) {
+        match self {
+            Mode::Fast => (20, 200, Duration::from_secs(75)),
+            Mode::Full => (100, 2000, Duration::from_secs(900)),
+        }
+    }
+}
+
+fn main() -> std::process::ExitCode {
+    match real_main() {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("hermetic-bench: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn real_main() -> Result<()> {
+    let cli = Cli::parse();
+    if !nix::unistd::geteuid().is_root() {
+        bail!(
+            "must run as root: the sandbox helper, bwrap and crun are measured as root (the daemon's setting)"
+        );
+    }
+    let (warmup, planned, budget) = cli.mode.plan();
+    let planned = cli.rounds.unwrap_or(planned);
+    let rootfs = std::path::absolute(&cli.rootfs)?;
+    if !rootfs.join("bin/true").exists() {
+        bail!(
+            "{} has no bin/true: run scripts/busybox-rootfs.sh",
+            rootfs.display()
+        );
+    }
+
+    let machine = machine::describe();
+    // The daemon does this at start-up, so the benchmark does too.
+    let favordynmods = match hermetic_sandbox::features::favor_dynamic_cgroups() {
+        Ok(s) => s,
+        Err(e) => format!("NOT set ({e}): moving into a v1 cgroup then costs an RCU grace period"),
+    };
+    let mut notes: Vec<String> = crun::hide_hybrid_cgroup2()?.into_iter().collect();
+
+    let work = std::path::absolute(&cli.work_dir)?;
+    let scratch = work.join("scratch");
+    let _ = std::fs::remove_dir_all(&scratch);
+    std::fs::create_dir_all(&scratch)
+        .with_context(|| format!("cannot create {}", scratch.display()))?;
+    let bundle = work.join("crun-bundle");
+    crun::prepare_bundle(&bundle, &rootfs)?;
+    // A private copy, so a concurrent `cargo build` cannot swap it mid-run.
+    let sandbox = work.join("hermetic-sandbox");
+    std::fs::copy(&cli.sandbox, &sandbox)
+        .with_context(|| format!("cannot copy {}", cli.sandbox.display()))?;
+
+    let mut variants: Vec<Box<dyn Variant>> = vec![
+        Box::new(External::bare(&rootfs)),
+        Box::new(helper::Supervisor::start(&sandbox, &rootfs, &scratch)?),
+        Box::new(helper::OneShot::new(&sandbox, &rootfs, &scratch)),
+        Box::new(External::bwrap(&rootfs)),
+        Box::new(External::crun(&bundle)),
+    ];
+    for v in &mut variants {
+        v.check()
+            .with_context(|| format!("{} does not work", v.name()))?;
+    }
+    eprintln!(
+        "hermetic-bench: {warmup} warm-up rounds, then {planned} rounds of {} variants",
+        variants.len()
+    );
+    rounds(&mut variants, warmup, None)?;
+    let load_before = machine::loadavg();
+    let start = Instant::now();
+    let samples = rounds(&mut variants, planned, Some(budget))?;
+    let elapsed = start.elapsed();
+    notes.push(format!(
+        "load average (1, 5, 15 min) {load_before} before the measured rounds, {} after; \
+         other work on the machine (concurrent builds) shows up as noise in every variant alike",
+        machine::loadavg()
+    ));
+
+    let run = report::Run {
+        machine,
+        command: cli.command.clone(),
+        warmup,
+        rounds_planned: planned,
+        elapsed,
+        favordynmods,
+        notes,
+        results: variants.iter().map(|v| v.name()).zip(samples).collect(),
+    };
+    drop(variants);
+    print(&run);
+    if let Some(doc) = &cli.doc {
+        report::write_doc(doc, &report::section(&run))?;
+        eprintln!("hermetic-bench: wrote {}", doc.display());
+    }
+    let _ = std::fs::remove_dir_all(&scratch);
+    Ok(())
+}
+
+/// Runs `n` rounds (fewer when `budget` runs out) and returns each
+/// variant's samples, in the variants' order.
+fn rounds(
+    variants: &mut [Box<dyn Variant>],
+    n: usize,
+    budget: Option<Duration>,
+) -> Result<Vec<Vec<Sample>>> {
+    let count = variants.len();
+    let mut samples: Vec<Vec<Sample>> = vec![Vec::with_capacity(n); count];
+    let start = Instant::now();
+    for round in 0..n {
+        if budget.is_some_and(|b| start.elapsed() > b) {
+            eprintln!("hermetic-bench: time budget spent after {round} rounds");
+            break;
+        }
+        for k in 0..count {
+            let i = (round + k) % count;
+            let v = &mut variants[i];
+            let sample = v
+                .run_once()
+                .with_context(|| format!("round {round}: {} failed", v.name()))?;
+            samples[i].push(sample);
+        }
+    }
+    Ok(samples)
+}
+
+fn print(run: &report::Run) {
+    println!("\nSandbox start, /bin/true from a busybox rootfs (ms)\n");
+    println!("{}", report::latency_table(run));
+    println!("{}", report::targets_table(run));
+    println!("Where the sandbox's time goes (medians, ms)\n");
+    println!("{}", report::breakdown_table(run));
+    println!("favordynmods: {}", run.favordynmods);
+    for note in &run.notes {
+        println!("note: {note}");
+    }
+}
