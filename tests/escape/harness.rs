@@ -1,0 +1,613 @@
+//! Building the probe and the image, and running the helper around it.
+//!
+//! One [`Env`] per test binary: the helper found next to the test binary,
+//! the probe compiled from `probe.c` and the busybox image, both cached
+//! under the target dir by content hash. A [`Run`] describes one execution
+//! of the helper around one attack; [`Env::run`] executes it as root or as
+//! an unprivileged user ([`Mode`]) and returns a [`Report`] with everything
+//! observed from the host.
+
+use std::collections::BTreeMap;
+use std::collections::hash_map::DefaultHasher;
+use std::fs;
+use std::hash::{Hash as _, Hasher as _};
+use std::os::fd::{AsRawFd as _, RawFd};
+use std::os::unix::fs::{MetadataExt as _, PermissionsExt as _};
+use std::os::unix::process::{CommandExt as _, ExitStatusExt as _};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use hermetic_sandbox::status::Status;
+use serde_json::Value;
+
+use crate::host;
+
+/// The unprivileged host user of the rootless runs (`nobody`).
+pub const ROOTLESS_UID: u32 = 65534;
+
+/// How long a helper may run before the harness declares it hung.
+pub const HANG_LIMIT: Duration = Duration::from_secs(60);
+
+/// Who runs the helper.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// Host root.
+    Root,
+    /// Uid/gid 65534 with no supplementary groups, through user namespaces.
+    Rootless,
+}
+
+impl Mode {
+    /// Both modes, in the order the battery runs them.
+    pub const ALL: [Mode; 2] = [Mode::Root, Mode::Rootless];
+
+    /// A short name for messages.
+    pub fn name(self) -> &'static str {
+        match self {
+            Mode::Root => "root",
+            Mode::Rootless => "rootless",
+        }
+    }
+}
+
+/// Everything shared by all runs of this test binary.
+#[derive(Debug)]
+pub struct Env {
+    /// `target/<profile>/hermetic-sandbox`.
+    pub helper: PathBuf,
+    /// The compiled probe.
+    pub probe: PathBuf,
+    /// The busybox image with the setuid `print-euid`.
+    pub rootfs: PathBuf,
+    /// `sandbox-profiles/`.
+    pub profile_dir: PathBuf,
+    /// This process's mount namespace inode.
+    pub host_mnt: u64,
+    /// This process's uts namespace inode.
+    pub host_uts: u64,
+    /// This process's network namespace inode.
+    pub host_net: u64,
+    /// Where per-run directories go.
+    pub runs_dir: PathBuf,
+}
+
+static ENV: OnceLock<Env> = OnceLock::new();
+static PROBE: OnceLock<PathBuf> = OnceLock::new();
+static RUN_COUNTER: AtomicUsize = AtomicUsize::new(0);
+
+/// The shared environment, built on first use.
+pub fn env() -> &'static Env {
+    ENV.get_or_init(Env::build)
+}
+
+/// The compiled probe (needs no helper, no image, no root).
+pub fn probe() -> &'static Path {
+    PROBE.get_or_init(|| {
+        let cache = target_profile_dir().join("hermetic-tests");
+        fs::create_dir_all(&cache).expect("create cache dir");
+        build_probe(
+            &Path::new(env!("CARGO_MANIFEST_DIR")).join("escape/probe.c"),
+            &cache,
+        )
+    })
+}
+
+/// `target/<profile>`: the test binary lives in `target/<profile>/deps`.
+fn target_profile_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("current_exe");
+    exe.parent()
+        .and_then(Path::parent)
+        .expect("test binary in target/<profile>/deps")
+        .to_path_buf()
+}
+
+fn hash_of(parts: &[&[u8]]) -> String {
+    let mut h = DefaultHasher::new();
+    for p in parts {
+        p.hash(&mut h);
+    }
+    format!("{:016x}", h.finish())
+}
+
+impl Env {
+    fn build() -> Env {
+        let target = target_profile_dir();
+        let helper = target.join("hermetic-sandbox");
+        assert!(
+            helper.is_file(),
+            "the sandbox helper {} does not exist: run `cargo build -p hermetic-sandbox` first \
+             (with the same target dir and profile as this test)",
+            helper.display()
+        );
+        let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let cache = target.join("hermetic-tests");
+        let probe = probe().to_path_buf();
+        let rootfs = build_rootfs(
+            &manifest.join("../scripts/busybox-rootfs.sh"),
+            &probe,
+            &cache,
+        );
+        let runs_dir = std::env::temp_dir().join(format!("hermetic-escape-{}", std::process::id()));
+        remove_stale_runs(&std::env::temp_dir());
+        host::make_dir(&runs_dir, 0o755, 0);
+        for p in [&rootfs, &runs_dir] {
+            if let Err(dir) = host::world_traversable(p) {
+                panic!(
+                    "{} is not traversable by uid {ROOTLESS_UID} ({} lacks o+x): the rootless battery needs it",
+                    p.display(),
+                    dir.display()
+                );
+            }
+        }
+        Env {
+            helper,
+            probe,
+            rootfs,
+            profile_dir: manifest.join("../sandbox-profiles"),
+            host_mnt: host::ns_inode("mnt"),
+            host_uts: host::ns_inode("uts"),
+            host_net: host::ns_inode("net"),
+            runs_dir,
+        }
+    }
+}
+
+/// Removes the run directories of earlier test processes that are gone
+/// (this process's own stay, for inspection after a failure).
+fn remove_stale_runs(tmp: &Path) {
+    let Ok(entries) = fs::read_dir(tmp) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let name = e.file_name();
+        let Some(pid) = name
+            .to_str()
+            .and_then(|n| n.strip_prefix("hermetic-escape-"))
+        else {
+            continue;
+        };
+        if pid.parse::<u32>().is_ok() && !Path::new("/proc").join(pid).exists() {
+            let _ = fs::remove_dir_all(e.path());
+        }
+    }
+}
+
+/// Compiles probe.c statically into `cache/probe-HASH`, once per source.
+fn build_probe(source: &Path, cache: &Path) -> PathBuf {
+    let text = fs::read(source).unwrap_or_else(|e| panic!("cannot read {}: {e}", source.display()));
+    let out = cache.join(format!("probe-{}", hash_of(&[&text])));
+    if out.is_file() {
+        return out;
+    }
+    let tmp = cache.join(format!(".probe-{}", std::process::id()));
+    let status = Command::new("cc")
+        .args(["-static", "-O1", "-Wall", "-o"])
+        .arg(&tmp)
+        .arg(source)
+        .status()
+        .expect("run cc: a C compiler (gcc) and static libc (libc6-dev) are needed");
+    assert!(
+        status.success(),
+        "cc -static failed on {}",
+        source.display()
+    );
+    fs::rename(&tmp, &out).expect("rename probe");
+    out
+}
+
+/// Builds the busybox image with scripts/busybox-rootfs.sh into
+/// `cache/rootfs-HASH` and adds `usr/local/bin/print-euid`: a setuid-root
+/// copy of the probe (which only prints its ids under that name).
+fn build_rootfs(script: &Path, probe: &Path, cache: &Path) -> PathBuf {
+    let busybox = Path::new("/bin/busybox");
+    let md = fs::metadata(busybox).unwrap_or_else(|_| {
+        panic!("/bin/busybox is missing: apt-get install busybox-static (the battery's image is built from it)")
+    });
+    let script_text =
+        fs::read(script).unwrap_or_else(|e| panic!("cannot read {}: {e}", script.display()));
+    let probe_bytes = fs::read(probe).expect("read probe");
+    let stamp = format!("{}:{}", md.len(), md.mtime());
+    let out = cache.join(format!(
+        "rootfs-{}",
+        hash_of(&[&script_text, &probe_bytes, stamp.as_bytes()])
+    ));
+    if out.join("usr/local/bin/print-euid").is_file() {
+        return out;
+    }
+    // Old images of earlier sources go.
+    for e in fs::read_dir(cache).expect("read cache").flatten() {
+        if e.file_name().to_string_lossy().starts_with("rootfs-") {
+            let _ = fs::remove_dir_all(e.path());
+        }
+    }
+    let status = Command::new("sh")
+        .arg(script)
+        .arg(&out)
+        .status()
+        .expect("run busybox-rootfs.sh");
+    assert!(status.success(), "{} failed", script.display());
+    let suid = out.join("usr/local/bin/print-euid");
+    fs::copy(probe, &suid).expect("copy print-euid");
+    std::os::unix::fs::chown(&suid, Some(0), Some(0)).expect("chown print-euid to root");
+    fs::set_permissions(&suid, fs::Permissions::from_mode(0o4755)).expect("chmod 4755 print-euid");
+    out
+}
+
+/// What the step's stdin is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stdin {
+    /// /dev/null.
+    Null,
+    /// The slave of a fresh host pty (see [`Report::pty_pending`]).
+    Pty,
+}
+
+/// One execution of the helper around one attack.
+#[derive(Debug, Clone)]
+pub struct Run {
+    /// The probe's ATTACK argument.
+    pub attack: String,
+    /// The probe's further arguments (the run's token is appended last).
+    pub args: Vec<String>,
+    /// Extra helper options before `--`.
+    pub flags: Vec<String>,
+    /// Pass `--output DIR`.
+    pub output: bool,
+    /// Files of the input tree besides `probe`: relative path, contents,
+    /// mode. Directories are created 0755 unless listed in `input_dirs`.
+    pub inputs: Vec<(String, String, u32)>,
+    /// Directories of the input tree with their mode ("" is the root).
+    pub input_dirs: Vec<(String, u32)>,
+    /// The step's stdin.
+    pub stdin: Stdin,
+    /// Leak host fds 7 and 8 (not close-on-exec) into the helper.
+    pub leak_fds: bool,
+    /// Run through `--spec` with RLIMIT_FSIZE set to this (the CLI has no
+    /// option for it).
+    pub fsize: Option<u64>,
+    /// The helper's `--timeout`, in seconds.
+    pub timeout_s: u64,
+}
+
+impl Run {
+    /// An attack with the probe's default arguments.
+    pub fn attack(attack: &str) -> Self {
+        Run {
+            attack: attack.to_owned(),
+            args: Vec::new(),
+            flags: Vec::new(),
+            output: false,
+            inputs: Vec::new(),
+            input_dirs: Vec::new(),
+            stdin: Stdin::Null,
+            leak_fds: false,
+            fsize: None,
+            timeout_s: 30,
+        }
+    }
+
+    /// Adds probe arguments.
+    pub fn args<I: IntoIterator<Item = S>, S: Into<String>>(mut self, args: I) -> Self {
+        self.args.extend(args.into_iter().map(Into::into));
+        self
+    }
+
+    /// Adds helper options.
+    pub fn flags<I: IntoIterator<Item = S>, S: Into<String>>(mut self, flags: I) -> Self {
+        self.flags.extend(flags.into_iter().map(Into::into));
+        self
+    }
+
+    /// Collects outputs into `RUN/output`.
+    pub fn with_output(mut self) -> Self {
+        self.output = true;
+        self
+    }
+
+    /// Adds an input file, mode 0644.
+    pub fn input(self, path: &str, contents: &str) -> Self {
+        self.input_mode(path, contents, 0o644)
+    }
+
+    /// Adds an input file with a mode.
+    pub fn input_mode(mut self, path: &str, contents: &str, mode: u32) -> Self {
+        self.inputs
+            .push((path.to_owned(), contents.to_owned(), mode));
+        self
+    }
+
+    /// Gives an input directory ("" is the root) a mode.
+    pub fn input_dir(mut self, path: &str, mode: u32) -> Self {
+        self.input_dirs.push((path.to_owned(), mode));
+        self
+    }
+}
+
+/// Everything observed about one run, from the host.
+#[derive(Debug)]
+pub struct Report {
+    /// Who ran it.
+    pub mode: Mode,
+    /// The run's unique token (in the probe's argv).
+    pub token: String,
+    /// The run's directory: input/, output/, scratch/, status.json.
+    pub dir: PathBuf,
+    /// The input tree as it was before the run.
+    pub input_before: BTreeMap<PathBuf, host::Entry>,
+    /// The helper's exit code (None: killed by a signal, e.g. the hang kill).
+    pub exit_code: Option<i32>,
+    /// The helper did not exit within [`HANG_LIMIT`] and was killed.
+    pub hung: bool,
+    /// How long the helper ran.
+    pub elapsed: Duration,
+    /// stdout or stderr was still held open 5 s after the helper exited.
+    pub pipes_held: bool,
+    /// The step's (and helper's) stdout.
+    pub stdout: String,
+    /// The helper's and step's stderr.
+    pub stderr: String,
+    /// The probe's JSON lines.
+    pub lines: Vec<Value>,
+    /// The parsed status file, or why it could not be had.
+    pub status: Result<Status, String>,
+    /// Processes carrying the token alive when the helper had returned
+    /// (killed by the harness afterwards).
+    pub survivors: Vec<i32>,
+    /// Bytes a TIOCSTI left in the host pty's input queue ([`Stdin::Pty`]).
+    pub pty_pending: i32,
+}
+
+impl Report {
+    /// The attempt lines named `attack`.
+    pub fn attempts(&self, attack: &str) -> Vec<&Value> {
+        self.lines
+            .iter()
+            .filter(|l| l["attack"] == attack)
+            .collect()
+    }
+
+    /// The single attempt line named `attack`, or Null.
+    pub fn one(&self, attack: &str) -> &Value {
+        static NULL: Value = Value::Null;
+        match self.attempts(attack).as_slice() {
+            [one] => one,
+            _ => &NULL,
+        }
+    }
+
+    /// The input directory on the host.
+    pub fn input_dir(&self) -> PathBuf {
+        self.dir.join("input")
+    }
+
+    /// The output directory on the host.
+    pub fn output_dir(&self) -> PathBuf {
+        self.dir.join("output")
+    }
+
+    /// The last lines of stderr, for messages.
+    pub fn stderr_tail(&self) -> String {
+        let lines: Vec<&str> = self.stderr.lines().collect();
+        lines[lines.len().saturating_sub(15)..].join("\n")
+    }
+}
+
+impl Env {
+    /// Runs the helper around one attack and observes everything.
+    pub fn run(&self, mode: Mode, run: &Run, cgroup_parent: Option<&Path>) -> Report {
+        let n = RUN_COUNTER.fetch_add(1, Ordering::SeqCst);
+        let token = format!("hx{}x{n}x{}", std::process::id(), mode.name());
+        let dir = self
+            .runs_dir
+            .join(format!("{n:03}-{}-{}", run.attack, mode.name()));
+        let owner = match mode {
+            Mode::Root => 0,
+            Mode::Rootless => ROOTLESS_UID,
+        };
+        host::make_dir(&dir, 0o755, owner);
+        // The input tree belongs to whoever runs the helper: as root it
+        // stands for the daemon's store, rootless for a developer's own
+        // checkout.
+        let input = dir.join("input");
+        host::make_dir(&input, 0o755, owner);
+        let probe = fs::read(&self.probe).expect("read probe");
+        host::write_file(&input.join("probe"), &probe, 0o755, owner);
+        for (path, contents, mode) in &run.inputs {
+            let p = input.join(path);
+            if let Some(parent) = p.parent() {
+                host::make_dir(parent, 0o755, owner);
+            }
+            host::write_file(&p, contents.as_bytes(), *mode, owner);
+        }
+        for (path, mode) in &run.input_dirs {
+            host::make_dir(&input.join(path), *mode, owner);
+        }
+        let input_before = host::snapshot(&input);
+
+        let mut probe_argv = vec![
+            "/work/probe".to_owned(),
+            self.host_mnt.to_string(),
+            self.host_uts.to_string(),
+            run.attack.clone(),
+        ];
+        probe_argv.extend(run.args.iter().map(|a| a.replace("{TOKEN}", &token)));
+        probe_argv.push(token.clone());
+
+        let status_path = dir.join("status.json");
+        let mut cmd = Command::new(&self.helper);
+        if let Some(fsize) = run.fsize {
+            let spec = self.spec_json(run, &dir, &probe_argv, fsize, cgroup_parent);
+            let spec_path = dir.join("spec.json");
+            host::write_file(&spec_path, spec.as_bytes(), 0o644, 0);
+            cmd.arg("--spec").arg(&spec_path);
+            cmd.arg("--status").arg(&status_path);
+        } else {
+            cmd.arg("--rootfs").arg(&self.rootfs);
+            cmd.arg("--input").arg(&input);
+            if run.output {
+                cmd.arg("--output").arg(dir.join("output"));
+            }
+            cmd.arg("--scratch").arg(dir.join("scratch"));
+            cmd.arg("--status").arg(&status_path);
+            cmd.arg("--profile-dir").arg(&self.profile_dir);
+            cmd.arg("--timeout").arg(run.timeout_s.to_string());
+            if let Some(parent) = cgroup_parent {
+                cmd.arg("--cgroup-parent").arg(parent);
+            }
+            cmd.args(&run.flags);
+            cmd.arg("--");
+            cmd.args(&probe_argv);
+        }
+        // Nothing of the caller's environment may reach the step.
+        cmd.env("HERMETIC_ESCAPE_CANARY", "leaked-from-the-host");
+        cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
+
+        let pty = (run.stdin == Stdin::Pty).then(|| host::Pty::open().expect("open a host pty"));
+        match &pty {
+            Some(p) => {
+                let slave = p.slave.try_clone().expect("dup pty slave");
+                cmd.stdin(Stdio::from(slave));
+            }
+            None => {
+                cmd.stdin(Stdio::null());
+            }
+        }
+        let leaked = run.leak_fds.then(|| {
+            let a = fs::File::open(dir.join("input")).expect("open a dir to leak");
+            let b = fs::File::open("/etc/hostname")
+                .or_else(|_| fs::File::open("/etc/passwd"))
+                .expect("open a file to leak");
+            (a, b)
+        });
+        let leak_raw: Option<(RawFd, RawFd)> =
+            leaked.as_ref().map(|(a, b)| (a.as_raw_fd(), b.as_raw_fd()));
+        let rootless = mode == Mode::Rootless;
+        let hook = move || {
+            if let Some((a, b)) = leak_raw {
+                host::dup_to(a, 7)?;
+                host::dup_to(b, 8)?;
+            }
+            if rootless {
+                host::become_user(ROOTLESS_UID)?;
+            }
+            Ok(())
+        };
+        // SAFETY: the hook runs between fork and exec and makes only
+        // async-signal-safe calls (dup2, setgroups, setresgid, setresuid)
+        // on integers; it allocates nothing.
+        unsafe { cmd.pre_exec(hook) };
+
+        let start = Instant::now();
+        let mut child = cmd
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {}: {e}", self.helper.display()));
+        drop(leaked);
+        let stdout_rx = reader(child.stdout.take().expect("stdout"));
+        let stderr_rx = reader(child.stderr.take().expect("stderr"));
+        let mut hung = false;
+        let exit = loop {
+            if let Some(st) = child.try_wait().expect("wait for the helper") {
+                break st;
+            }
+            if start.elapsed() > HANG_LIMIT {
+                hung = true;
+                let _ = child.kill();
+                break child.wait().expect("wait for the killed helper");
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        };
+        let elapsed = start.elapsed();
+        let survivors = host::processes_with(&token);
+        let grace = Duration::from_secs(5);
+        let (stdout, out_held) = match stdout_rx.recv_timeout(grace) {
+            Ok(s) => (s, false),
+            Err(_) => (String::new(), true),
+        };
+        let (stderr, err_held) = match stderr_rx.recv_timeout(grace) {
+            Ok(s) => (s, false),
+            Err(_) => (String::new(), true),
+        };
+        // Whatever survived was started by this run: end it.
+        host::kill_pids(&host::processes_with(&token));
+        let pty_pending = pty.as_ref().map_or(0, host::Pty::pending_input);
+
+        let lines = stdout
+            .lines()
+            .filter(|l| l.starts_with('{'))
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect();
+        let status = fs::read_to_string(&status_path)
+            .map_err(|e| format!("no status file {}: {e}", status_path.display()))
+            .and_then(|s| {
+                serde_json::from_str::<Status>(&s)
+                    .map_err(|e| format!("status does not parse: {e}: {s}"))
+            });
+        Report {
+            mode,
+            token,
+            dir,
+            input_before,
+            exit_code: exit.code().or_else(|| exit.signal().map(|s| -s)),
+            hung,
+            elapsed,
+            pipes_held: out_held || err_held,
+            stdout,
+            stderr,
+            lines,
+            status,
+            survivors,
+            pty_pending,
+        }
+    }
+
+    /// The `--spec` form of a run (used where the CLI lacks an option).
+    fn spec_json(
+        &self,
+        run: &Run,
+        dir: &Path,
+        argv: &[String],
+        fsize: u64,
+        cgroup_parent: Option<&Path>,
+    ) -> String {
+        use hermetic_sandbox::profile::Profile;
+        use hermetic_sandbox::spec::{LimitOverrides, SPEC_VERSION, Spec};
+        let profile = Profile::load(&self.profile_dir, "strict").expect("load the strict profile");
+        let spec = Spec {
+            version: SPEC_VERSION,
+            rootfs: self.rootfs.clone(),
+            input: Some(dir.join("input")),
+            scratch: dir.join("scratch"),
+            output_dir: run.output.then(|| dir.join("output")),
+            outputs: Vec::new(),
+            argv: argv.to_vec(),
+            env: Vec::new(),
+            cwd: String::new(),
+            profile,
+            limits: LimitOverrides {
+                timeout_ms: Some(run.timeout_s * 1000),
+                fsize_bytes: Some(fsize),
+                ..Default::default()
+            },
+            stdout: Default::default(),
+            stderr: Default::default(),
+            cgroup_parent: cgroup_parent.map(Path::to_path_buf),
+            variation: Default::default(),
+        };
+        serde_json::to_string_pretty(&spec).expect("serialize spec")
+    }
+}
+
+/// Reads a pipe to its end on a thread; the text arrives on the channel.
+fn reader<R: std::io::Read + Send + 'static>(mut r: R) -> mpsc::Receiver<String> {
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let mut buf = Vec::new();
+        let _ = r.read_to_end(&mut buf);
+        let _ = tx.send(String::from_utf8_lossy(&buf).into_owned());
+    });
+    rx
+}
