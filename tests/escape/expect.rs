@@ -18,6 +18,8 @@ pub enum Want {
     Allowed,
     /// It is not attempted (an earlier step of it failed as expected).
     Absent,
+    /// The process making it is killed by this signal (seccomp's SIGSYS).
+    Killed(i32),
 }
 
 /// One row of an attack table: the attempt's name as the probe prints it,
@@ -180,6 +182,13 @@ pub fn table(c: &mut Checks, r: &Report, rows: &[Row], extra: &[&str]) {
                     "{}: expected to succeed ({}), but it {}",
                     row.attempt,
                     why,
+                    describe(v)
+                )
+            }),
+            Want::Killed(sig) => c.check(r, v["ok"] == false && v["signal"] == sig, || {
+                format!(
+                    "{}: expected to be killed by signal {sig} ({why}), but it {}",
+                    row.attempt,
                     describe(v)
                 )
             }),

@@ -21,6 +21,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+use hermetic_sandbox::spec::LimitOverrides;
 use hermetic_sandbox::status::Status;
 use serde_json::Value;
 
@@ -183,6 +184,12 @@ fn build_probe(source: &Path, cache: &Path) -> PathBuf {
     if out.is_file() {
         return out;
     }
+    // Probes of earlier sources go.
+    for e in fs::read_dir(cache).expect("read cache").flatten() {
+        if e.file_name().to_string_lossy().starts_with("probe-") {
+            let _ = fs::remove_file(e.path());
+        }
+    }
     let tmp = cache.join(format!(".probe-{}", std::process::id()));
     let status = Command::new("cc")
         .args(["-static", "-O1", "-Wall", "-o"])
@@ -266,9 +273,9 @@ pub struct Run {
     pub stdin: Stdin,
     /// Leak host fds 7 and 8 (not close-on-exec) into the helper.
     pub leak_fds: bool,
-    /// Run through `--spec` with RLIMIT_FSIZE set to this (the CLI has no
-    /// option for it).
-    pub fsize: Option<u64>,
+    /// Run through `--spec` with these limits (for the ones the CLI has no
+    /// option for: RLIMIT_FSIZE, scratch size).
+    pub spec_limits: Option<LimitOverrides>,
     /// The helper's `--timeout`, in seconds.
     pub timeout_s: u64,
 }
@@ -285,7 +292,7 @@ impl Run {
             input_dirs: Vec::new(),
             stdin: Stdin::Null,
             leak_fds: false,
-            fsize: None,
+            spec_limits: None,
             timeout_s: 30,
         }
     }
@@ -439,8 +446,8 @@ impl Env {
 
         let status_path = dir.join("status.json");
         let mut cmd = Command::new(&self.helper);
-        if let Some(fsize) = run.fsize {
-            let spec = self.spec_json(run, &dir, &probe_argv, fsize, cgroup_parent);
+        if let Some(limits) = &run.spec_limits {
+            let spec = self.spec_json(run, &dir, &probe_argv, limits, cgroup_parent);
             let spec_path = dir.join("spec.json");
             host::write_file(&spec_path, spec.as_bytes(), 0o644, 0);
             cmd.arg("--spec").arg(&spec_path);
@@ -570,11 +577,11 @@ impl Env {
         run: &Run,
         dir: &Path,
         argv: &[String],
-        fsize: u64,
+        limits: &LimitOverrides,
         cgroup_parent: Option<&Path>,
     ) -> String {
         use hermetic_sandbox::profile::Profile;
-        use hermetic_sandbox::spec::{LimitOverrides, SPEC_VERSION, Spec};
+        use hermetic_sandbox::spec::{SPEC_VERSION, Spec};
         let profile = Profile::load(&self.profile_dir, "strict").expect("load the strict profile");
         let spec = Spec {
             version: SPEC_VERSION,
@@ -589,8 +596,7 @@ impl Env {
             profile,
             limits: LimitOverrides {
                 timeout_ms: Some(run.timeout_s * 1000),
-                fsize_bytes: Some(fsize),
-                ..Default::default()
+                ..limits.clone()
             },
             stdout: Default::default(),
             stderr: Default::default(),

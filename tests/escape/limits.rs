@@ -1,6 +1,7 @@
 //! Resource exhaustion and processes that try to outlive the step (issue
 //! 2, items 14 to 17).
 
+use hermetic_sandbox::spec::LimitOverrides;
 use hermetic_sandbox::status::Outcome;
 
 use crate::expect::common;
@@ -79,13 +80,45 @@ fn tmp_full() {
     });
 }
 
+/// Item 15: Filling /work gives ENOSPC at the scratch size (set through a
+/// spec: the CLI has no option for it).
+#[test]
+fn scratch_full() {
+    battery("scratch_full", |c, x| {
+        let mut run = Run::attack("fill_work");
+        run.spec_limits = Some(LimitOverrides {
+            scratch_bytes: Some(4 * MIB),
+            ..Default::default()
+        });
+        let r = x.run(&run);
+        common(c, &r, "strict", 0, Outcome::Completed);
+        let v = r.one("fill_work");
+        let bytes = int(v, "bytes");
+        let range = 3 * MIB as i64..=4 * MIB as i64;
+        c.check(
+            &r,
+            v["errno"] == libc::ENOSPC && range.contains(&bytes),
+            || format!("filling a 4 MiB scratch: {v}, expected ENOSPC after 3..4 MiB"),
+        );
+        if let Ok(s) = &r.status {
+            let got = s.restrictions.limits.scratch_bytes;
+            c.check(&r, got == 4 * MIB, || {
+                format!("status limits.scratch_bytes {got}")
+            });
+        }
+    });
+}
+
 /// Item 15: A huge file stops at RLIMIT_FSIZE: EFBIG when SIGXFSZ is ignored,
 /// killed by SIGXFSZ otherwise.
 #[test]
 fn huge_file() {
     battery("huge_file", |c, x| {
         let mut run = Run::attack("huge_file");
-        run.fsize = Some(MIB);
+        run.spec_limits = Some(LimitOverrides {
+            fsize_bytes: Some(MIB),
+            ..Default::default()
+        });
         let r = x.run(&run);
         common(c, &r, "strict", 0, Outcome::Completed);
         let v = r.one("huge_file");
@@ -103,7 +136,10 @@ fn huge_file() {
             });
         }
         let mut run = Run::attack("huge_file_signal");
-        run.fsize = Some(MIB);
+        run.spec_limits = Some(LimitOverrides {
+            fsize_bytes: Some(MIB),
+            ..Default::default()
+        });
         let r = x.run(&run);
         common(c, &r, "strict", 128 + libc::SIGXFSZ, Outcome::Completed);
         if let Ok(s) = &r.status {

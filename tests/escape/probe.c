@@ -491,6 +491,57 @@ static void child_clone(const char *which) {
     report(name, r, e);
 }
 
+/* unshare(CLONE_NEWUSER) through the other syscall ABIs of x86_64: a filter
+ * that does not check the architecture (i386 numbers mean other calls) or
+ * the x32 bit would let these through. Run in a child, which a filter may
+ * kill with SIGSYS: then the line carries the signal instead of an errno. */
+static void child_abi(const char *which) {
+    long r = -1;
+    int e = 0;
+#if defined(__x86_64__)
+    if (strcmp(which, "x32") == 0) {
+        errno = 0;
+        r = syscall(0x40000000L | SYS_unshare, CLONE_NEWUSER);
+        e = errno;
+    } else {
+        long ret;
+        /* i386 unshare is 310 */
+        __asm__ volatile("int $0x80" : "=a"(ret) : "a"(310L), "b"((long)CLONE_NEWUSER) : "memory");
+        if (ret < 0 && ret > -4096) {
+            e = (int)-ret;
+            r = -1;
+        } else {
+            r = ret;
+        }
+    }
+#else
+    e = ENOSYS;
+#endif
+    char name[32];
+    snprintf(name, sizeof name, "%s_unshare_user", which);
+    report(name, r, e);
+}
+
+static void abi_in_child(const char *which) {
+    pid_t p = fork();
+    if (p == 0) {
+        child_abi(which);
+        _exit(0);
+    }
+    int st = 0;
+    while (p > 0 && waitpid(p, &st, 0) < 0 && errno == EINTR) {
+    }
+    if (p > 0 && WIFSIGNALED(st)) {
+        char name[32];
+        snprintf(name, sizeof name, "%s_unshare_user", which);
+        j_begin(name);
+        j_bool("ok", 0);
+        j_int("errno", 0);
+        j_int("signal", WTERMSIG(st));
+        j_end();
+    }
+}
+
 static void attack_namespaces(void) {
     const char *kinds[] = {"user", "mnt", "net", "pid", "uts", "ipc", "cgroup", "time"};
     for (size_t i = 0; i < 8; i++) in_child(child_unshare, kinds[i]);
@@ -503,6 +554,8 @@ static void attack_namespaces(void) {
     in_child(child_clone3, "plain");
     in_child(child_clone, "newuser");
     in_child(child_clone, "newns");
+    abi_in_child("x32");
+    abi_in_child("i386");
 }
 
 /* ------------------------------------------------------------------ */
@@ -769,6 +822,8 @@ static void attack_setid(void) {
     TRY("chmod_plain", chmod(f, 0755));
     report_mode("setid_final_mode", f);
     close(fd);
+    TRY("mknod_reg_suid", mknod("/tmp/mknod-suid", S_IFREG | 04755, 0));
+    report_mode("mknod_reg_suid_mode", "/tmp/mknod-suid");
     TRY_FD("open_creat_suid", open("/tmp/creat-suid", O_CREAT | O_WRONLY | O_CLOEXEC, 04755));
     report_mode("creat_suid_mode", "/tmp/creat-suid");
     TRY_FD("open_creat_suid_work", open("/work/creat-suid", O_CREAT | O_WRONLY | O_CLOEXEC, 04755));
@@ -961,13 +1016,22 @@ static void detach_stdio(void) {
     }
 }
 
+/* The orphan (child or grandchild) writes its pid to a pipe once it is in
+ * place, so the probe only exits, and reports it, when there really is a
+ * process left behind for the sandbox to end. */
 static void attack_orphan(const char *kind) {
+    int ready[2];
+    if (pipe2(ready, O_CLOEXEC) < 0) {
+        report(kind, -1, errno);
+        return;
+    }
     pid_t p = fork();
     if (p < 0) {
         report(kind, -1, errno);
         return;
     }
     if (p == 0) {
+        close(ready[0]);
         if (strcmp(kind, "daemon") == 0) {
             setsid();
             if (fork() != 0) _exit(0);
@@ -983,11 +1047,23 @@ static void attack_orphan(const char *kind) {
         } else { /* stdout_grandchild: keeps the step's stdout and stderr */
             if (fork() != 0) _exit(0);
         }
+        pid_t me = getpid();
+        write_all(ready[1], (const char *)&me, sizeof me);
+        close(ready[1]);
         sleep_seconds(3600);
         _exit(0);
     }
+    close(ready[1]);
+    pid_t orphan = 0;
+    ssize_t n;
+    while ((n = read(ready[0], &orphan, sizeof orphan)) < 0 && errno == EINTR) {
+    }
+    close(ready[0]);
     if (strcmp(kind, "daemon") == 0 || strcmp(kind, "stdout_grandchild") == 0) waitpid(p, NULL, 0);
-    report(kind, 0, 0);
+    j_begin(kind);
+    j_bool("ok", n == (ssize_t)sizeof orphan && kill(orphan, 0) == 0);
+    j_int("orphan", orphan);
+    j_end();
 }
 
 /* ------------------------------------------------------------------ */
@@ -1238,6 +1314,7 @@ int main(int argc, char **argv) {
     else if (strcmp(attack, "fork_bomb") == 0) attack_fork_bomb(arg0);
     else if (strcmp(attack, "memory_hog") == 0) attack_memory_hog(arg0);
     else if (strcmp(attack, "fill_tmp") == 0) fill("fill_tmp", "/tmp/fill", 1LL << 40);
+    else if (strcmp(attack, "fill_work") == 0) fill("fill_work", "/work/fill", 1LL << 40);
     else if (strcmp(attack, "huge_file") == 0) {
         signal(SIGXFSZ, SIG_IGN);
         fill("huge_file", "/tmp/huge", 1LL << 40);
