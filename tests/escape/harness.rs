@@ -125,6 +125,7 @@ impl Env {
             helper.display()
         );
         let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
+        check_fresh(&helper, &manifest.join("../sandbox/src"));
         let cache = target.join("hermetic-tests");
         let probe = probe().to_path_buf();
         let rootfs = build_rootfs(
@@ -155,6 +156,29 @@ impl Env {
             runs_dir,
         }
     }
+}
+
+/// Fails when a source of the helper is newer than the helper: the battery
+/// must not pass (or fail) on a stale build.
+fn check_fresh(helper: &Path, sources: &Path) {
+    let built = fs::metadata(helper)
+        .and_then(|m| m.modified())
+        .expect("helper mtime");
+    let newer: Vec<PathBuf> = fs::read_dir(sources)
+        .map(|d| d.flatten().map(|e| e.path()).collect::<Vec<_>>())
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|p| {
+            fs::metadata(p)
+                .and_then(|m| m.modified())
+                .is_ok_and(|t| t > built)
+        })
+        .collect();
+    assert!(
+        newer.is_empty(),
+        "{} is older than {newer:?}: run `cargo build -p hermetic-sandbox` first",
+        helper.display()
+    );
 }
 
 /// Removes the run directories of earlier test processes that are gone

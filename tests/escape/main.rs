@@ -53,9 +53,11 @@ fn skip(test: &str, why: &str) {
         !ci(),
         "{test}: {why} (CI=true: a missing prerequisite fails the battery instead of skipping it)"
     );
-    eprintln!("\n********************************************************");
-    eprintln!("*** SKIP: {test}: {why}");
-    eprintln!("********************************************************\n");
+    // Straight to stderr: the test harness captures eprintln! of passing
+    // tests, and a skip must not be silent.
+    let bar = "*".repeat(72);
+    let msg = format!("\n{bar}\n*** SKIP: {test}: {why}\n{bar}\n");
+    let _ = std::io::Write::write_all(&mut std::io::stderr(), msg.as_bytes());
 }
 
 /// Landlock's ABI version, or an error.

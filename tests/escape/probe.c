@@ -923,6 +923,9 @@ static void attack_privileged(void) {
     TRY("iopl", syscall(SYS_iopl, 3));
     TRY("ioperm", syscall(SYS_ioperm, 0x80, 1, 1));
     TRY("vhangup", syscall(SYS_vhangup));
+    /* Signal 0 only checks permission: init is outside the step's Landlock
+     * domain (signal scoping) and not its user. */
+    TRY("kill_pid1", kill(1, 0));
 }
 
 /* ------------------------------------------------------------------ */

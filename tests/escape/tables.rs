@@ -320,6 +320,11 @@ pub const PRIVILEGED: &[Row] = &[
     row("iopl", Denied(EPERM), NO_CAPS),
     row("ioperm", Denied(EPERM), NO_CAPS),
     row("vhangup", Denied(EPERM), NO_CAPS),
+    row(
+        "kill_pid1",
+        Denied(EPERM),
+        "landlock signal scoping; init is not the step's user",
+    ),
 ];
 
 /// Item 19: Writing to inputs. As root the store belongs to host root, unmapped
