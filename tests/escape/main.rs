@@ -29,6 +29,7 @@ mod harness;
 mod host;
 mod isolation;
 mod limits;
+mod setup;
 mod tables;
 
 use std::path::PathBuf;
@@ -39,7 +40,8 @@ use hermetic_sandbox::status::Outcome;
 use serde_json::Value;
 
 use expect::{Checks, common, table};
-use harness::{Env, Mode, Report, Run};
+use harness::{Mode, Report, Run};
+use setup::Env;
 
 const MIB: u64 = 1 << 20;
 
@@ -151,7 +153,7 @@ fn battery(test: &str, body: impl Fn(&mut Checks, &Ctx)) {
         );
         return;
     }
-    let env = harness::env();
+    let env = setup::env();
     let mut checks = Checks::default();
     for mode in Mode::ALL {
         if let Some(why) = missing(mode) {
@@ -178,7 +180,7 @@ fn int(v: &Value, key: &str) -> i64 {
 
 #[test]
 fn probe_refuses_outside_a_sandbox() {
-    let probe = harness::probe();
+    let probe = setup::probe();
     let mnt = host::ns_inode("mnt").to_string();
     let uts = host::ns_inode("uts").to_string();
     // Only "identity" (read-only) is asked for, in case the guard were broken.
