@@ -7,6 +7,7 @@
 //! hermetic-sandbox --features        # what this host supports, as JSON
 //! ```
 
+use std::os::fd::AsFd;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -112,7 +113,8 @@ fn real_main() -> Result<u8> {
         return Ok(0);
     }
     if cli.supervisor {
-        hermetic_sandbox::supervisor::serve(std::io::stdin().lock(), std::io::stdout().lock())?;
+        let stdin = std::io::stdin().as_fd().try_clone_to_owned()?;
+        hermetic_sandbox::supervisor::serve(stdin.into(), std::io::stdout().lock())?;
         return Ok(0);
     }
     let spec = match &cli.spec {
@@ -125,9 +127,21 @@ fn real_main() -> Result<u8> {
                 std::fs::read(path)
                     .with_context(|| format!("cannot read spec {}", path.display()))?
             };
-            Spec::from_json(&bytes)?
+            Spec::from_json(&bytes).map_err(anyhow::Error::from)
         }
-        None => spec_from_flags(&cli)?,
+        None => spec_from_flags(&cli),
+    };
+    // A spec that cannot be built still gets a status, so callers that read
+    // only the status file see why.
+    let spec = match spec {
+        Ok(spec) => spec,
+        Err(e) => {
+            if let Some(path) = &cli.status {
+                let status = Status::setup_failed(format!("{e:#}"));
+                let _ = std::fs::write(path, serde_json::to_vec_pretty(&status)?);
+            }
+            return Err(e);
+        }
     };
     if cli.print_spec {
         println!("{}", serde_json::to_string_pretty(&spec)?);

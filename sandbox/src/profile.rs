@@ -238,7 +238,7 @@ impl Default for Seccomp {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct Environment {
-    /// Hostname and NIS domain name (default `localhost`).
+    /// Hostname (default `localhost`). The NIS domain name is always `(none)`.
     #[serde(default = "default_hostname")]
     pub hostname: String,
     /// `PATH` when the spec gives none.

@@ -644,10 +644,10 @@ fn pipe() -> Result<(OwnedFd, OwnedFd), String> {
 }
 
 fn remaining(deadline: Instant) -> PollTimeout {
-    let ms = deadline
-        .saturating_duration_since(Instant::now())
-        .as_millis()
-        .min(i32::MAX as u128) as i32;
+    // Rounded up: a poll that returns before the deadline would be taken
+    // for end of file.
+    let left = deadline.saturating_duration_since(Instant::now());
+    let ms = left.as_micros().div_ceil(1000).min(i32::MAX as u128) as i32;
     PollTimeout::try_from(ms).unwrap_or(PollTimeout::MAX)
 }
 

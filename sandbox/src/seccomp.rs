@@ -234,8 +234,8 @@ struct ArgMask {
 enum Action {
     /// This errno whatever the arguments.
     Errno(i32),
-    /// EPERM when any of the masks matches.
-    EpermWhen(Vec<ArgMask>),
+    /// EPERM when all masks of any one group match.
+    EpermWhen(Vec<Vec<ArgMask>>),
 }
 
 #[derive(Debug)]
@@ -244,6 +244,9 @@ struct Deny {
     nr: i64,
     action: Action,
 }
+
+/// `__O_TMPFILE` (O_TMPFILE without its O_DIRECTORY bit): creates a file.
+const O_TMPFILE_BIT: u32 = 0o20_000_000;
 
 const fn masked(arg: u8, mask: u32, value: u32) -> ArgMask {
     ArgMask { arg, mask, value }
@@ -274,11 +277,11 @@ fn deny_list(policy: &Seccomp) -> Result<Vec<Deny>, SeccompError> {
     }
     let ns: Vec<_> = NS_FLAGS
         .iter()
-        .map(|&f| masked(0, f as u32, f as u32))
+        .map(|&f| vec![masked(0, f as u32, f as u32)])
         .collect();
     add(&mut list, "unshare", Action::EpermWhen(ns.clone()));
     add(&mut list, "clone", Action::EpermWhen(ns));
-    let tty = [libc::TIOCSTI, libc::TIOCLINUX].map(|req| masked(1, u32::MAX, req as u32));
+    let tty = [libc::TIOCSTI, libc::TIOCLINUX].map(|req| vec![masked(1, u32::MAX, req as u32)]);
     add(&mut list, "ioctl", Action::EpermWhen(tty.to_vec()));
     let set_id = [libc::S_ISUID, libc::S_ISGID];
     for (name, arg) in [
@@ -287,13 +290,35 @@ fn deny_list(policy: &Seccomp) -> Result<Vec<Deny>, SeccompError> {
         ("fchmodat", 2),
         ("fchmodat2", 2),
     ] {
-        let rules = set_id.map(|bit| masked(arg, bit, bit)).to_vec();
+        let rules = set_id.map(|bit| vec![masked(arg, bit, bit)]).to_vec();
         add(&mut list, name, Action::EpermWhen(rules));
     }
-    for (name, arg) in [("mknod", 1), ("mknodat", 2)] {
-        let rules = [libc::S_IFCHR, libc::S_IFBLK].map(|kind| masked(arg, libc::S_IFMT, kind));
-        add(&mut list, name, Action::EpermWhen(rules.to_vec()));
+    // Creating a file with a set-id mode is chmod by another name.
+    for (name, mode) in [("mknod", 1), ("mknodat", 2)] {
+        let mut rules: Vec<_> = [libc::S_IFCHR, libc::S_IFBLK]
+            .map(|kind| vec![masked(mode, libc::S_IFMT, kind)])
+            .to_vec();
+        rules.extend(set_id.map(|bit| vec![masked(mode, bit, bit)]));
+        add(&mut list, name, Action::EpermWhen(rules));
     }
+    add(
+        &mut list,
+        "creat",
+        Action::EpermWhen(set_id.map(|bit| vec![masked(1, bit, bit)]).to_vec()),
+    );
+    let creating = [libc::O_CREAT as u32, O_TMPFILE_BIT];
+    for (name, flags, mode) in [("open", 1, 2), ("openat", 2, 3)] {
+        let mut rules = Vec::new();
+        for bit in set_id {
+            for flag in creating {
+                rules.push(vec![masked(flags, flag, flag), masked(mode, bit, bit)]);
+            }
+        }
+        add(&mut list, name, Action::EpermWhen(rules));
+    }
+    // openat2 carries its mode in a struct seccomp cannot read: ENOSYS, so
+    // callers fall back to openat, which is filtered (as with clone3).
+    add(&mut list, "openat2", Action::Errno(libc::ENOSYS));
     for extra in &policy.extra_deny {
         let (name, nr) = lookup(extra).ok_or_else(|| SeccompError::UnknownSyscall {
             name: extra.clone(),
@@ -420,12 +445,13 @@ pub fn compile(policy: &Seccomp) -> Result<CompiledFilter, SeccompError> {
             Action::Errno(errno) => {
                 prelude.extend([jump(JEQ, deny.nr as u32, 0, 1), ret_errno(*errno)]);
             }
-            Action::EpermWhen(masks) => {
-                let chain = masks.iter().map(|m| {
-                    let op = SeccompCmpOp::MaskedEq(m.mask.into());
-                    let cond =
-                        SeccompCondition::new(m.arg, SeccompCmpArgLen::Dword, op, m.value.into())?;
-                    SeccompRule::new(vec![cond])
+            Action::EpermWhen(groups) => {
+                let chain = groups.iter().map(|group| {
+                    let conds = group.iter().map(|m| {
+                        let op = SeccompCmpOp::MaskedEq(m.mask.into());
+                        SeccompCondition::new(m.arg, SeccompCmpArgLen::Dword, op, m.value.into())
+                    });
+                    SeccompRule::new(conds.collect::<Result<_, _>>()?)
                 });
                 rules.insert(deny.nr, chain.collect::<Result<_, _>>()?);
             }
@@ -683,8 +709,29 @@ mod tests {
             }))
         };
         let chr = libc::S_IFCHR | 0o600;
+        let create = |flags: i32, mode: u32| {
+            // SAFETY: `node` is a live C string; the fd is closed and `rm`
+            // removes the file.
+            rm(err(unsafe {
+                let fd = libc::syscall(libc::SYS_openat, at, node.as_ptr(), flags, mode);
+                if fd >= 0 {
+                    libc::close(fd as i32);
+                    0
+                } else {
+                    fd
+                }
+            }))
+        };
+        let new = libc::O_CREAT | libc::O_WRONLY;
         #[rustfmt::skip]
         let mut cases = vec![
+            case("openat O_CREAT 4755", Filter(libc::EPERM), || create(new, 0o4755)),
+            case("openat O_CREAT 2755", Filter(libc::EPERM), || create(new, 0o2755)),
+            case("openat O_CREAT 755", Kernel(0), || create(new, 0o755)),
+            case("openat O_TMPFILE 4755", Filter(libc::EPERM), || create(libc::O_TMPFILE | libc::O_WRONLY, 0o4755)),
+            case("mknodat regular 4755", Filter(libc::EPERM), || mknod(libc::S_IFREG | 0o4755, 0)),
+            // SAFETY: a null how pointer: unfiltered, the kernel answers EFAULT.
+            case("openat2", Filter(libc::ENOSYS), || err(unsafe { libc::syscall(libc::SYS_openat2, at, node.as_ptr(), 0, 24) })),
             case("fchmodat 4755", Filter(libc::EPERM), || chmod(0o4755)),
             case("fchmodat 2755", Filter(libc::EPERM), || chmod(0o2755)),
             case("fchmodat 1755", Kernel(0), || chmod(0o1755)),
@@ -718,6 +765,10 @@ mod tests {
                 case("mknod c 1 3", Filter(libc::EPERM), || rm(err(unsafe { libc::syscall(libc::SYS_mknod, node.as_ptr(), chr, libc::makedev(1, 3)) }))),
                 // SAFETY: `file` is a live C string.
                 case("chmod 2755", Filter(libc::EPERM), || err(unsafe { libc::syscall(libc::SYS_chmod, file.as_ptr(), 0o2755) })),
+                // SAFETY: `node` is a live C string; `rm` removes the file.
+                case("creat 4755", Filter(libc::EPERM), || rm(err(unsafe { libc::syscall(libc::SYS_creat, node.as_ptr(), 0o4755) }))),
+                // SAFETY: `node` is a live C string; `rm` removes the file.
+                case("open O_CREAT 6755", Filter(libc::EPERM), || rm(err(unsafe { libc::syscall(libc::SYS_open, node.as_ptr(), new, 0o6755) }))),
             ];
             cases.extend(legacy);
         }
@@ -816,9 +867,10 @@ mod tests {
             ret_errno(libc::ENOSYS),
         ];
         assert_eq!(program[PROLOGUE_LEN..][..3], guard);
-        // clone3 and the four setxattr calls follow, then seccompiler's
-        // EPERM dispatch, which starts by loading the number again.
-        assert_eq!(program[PROLOGUE_LEN + 3 + 2 * 5], stmt(LD_ABS, NR_OFFSET));
+        // clone3, the four setxattr calls and openat2 follow, then
+        // seccompiler's EPERM dispatch, which starts by loading the number
+        // again.
+        assert_eq!(program[PROLOGUE_LEN + 3 + 2 * 6], stmt(LD_ABS, NR_OFFSET));
         // Every jump lands inside the program, which ends in a return.
         for (i, ins) in program
             .iter()

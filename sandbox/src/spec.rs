@@ -42,8 +42,9 @@ pub struct Spec {
     /// The command: `argv[0]` is resolved against `PATH` inside the sandbox
     /// when it has no `/`.
     pub argv: Vec<String>,
-    /// The environment, in order, exactly; the profile's defaults
-    /// (TZ, LANG, SOURCE_DATE_EPOCH, HOME, PATH, USER) fill in names not given.
+    /// The environment, in order, exactly; the profile's defaults (PATH,
+    /// HOME, USER, LOGNAME, TZ, LANG, SOURCE_DATE_EPOCH) fill in names not
+    /// given, after the spec's.
     #[serde(default)]
     pub env: Vec<(String, String)>,
     /// Working directory relative to `/work` (empty: `/work`).

@@ -47,10 +47,20 @@ struct Running {
 }
 
 /// Serves requests from `input` until it closes and every action is done.
-pub fn serve(input: impl BufRead + AsFd, mut output: impl Write) -> std::io::Result<()> {
+pub fn serve(input: std::fs::File, mut output: impl Write) -> std::io::Result<()> {
     crate::run::install_cancel_handler();
-    let in_fd = input.as_fd().as_raw_fd();
-    let mut lines = input;
+    if nix::unistd::geteuid().is_root() {
+        // Moving each action's process into its cgroup otherwise waits for
+        // an RCU grace period (~10 ms) on every action.
+        match crate::features::favor_dynamic_cgroups() {
+            Ok(m) => eprintln!("hermetic-sandbox supervisor: {m}"),
+            Err(e) => eprintln!(
+                "hermetic-sandbox supervisor: warning: {e}; each action pays a slow cgroup move"
+            ),
+        }
+    }
+    let in_fd = input.as_raw_fd();
+    let mut lines = std::io::BufReader::new(input);
     let mut running: HashMap<u64, Running> = HashMap::new();
     let mut open = true;
     while open || !running.is_empty() {
@@ -95,51 +105,63 @@ pub fn serve(input: impl BufRead + AsFd, mut output: impl Write) -> std::io::Res
             }
         }
         if stdin_ready {
-            let mut line = String::new();
-            if lines.read_line(&mut line)? == 0 {
-                open = false;
-                continue;
-            }
-            if line.trim().is_empty() {
-                continue;
-            }
-            match serde_json::from_str::<Request>(&line) {
-                Err(e) => respond(
-                    &mut output,
-                    0,
-                    &Status::setup_failed(format!("bad request line: {e}")),
-                )?,
-                Ok(req) if req.cancel => {
-                    if let Some(r) = running.get(&req.id) {
-                        let _ = nix::sys::signal::kill(r.pid, nix::sys::signal::Signal::SIGTERM);
-                    }
+            // Read every complete line already buffered: poll only sees
+            // what is still in the pipe, not what BufRead took from it.
+            loop {
+                let mut line = String::new();
+                if lines.read_line(&mut line)? == 0 {
+                    open = false;
+                    break;
                 }
-                Ok(req) => {
-                    let spec = req
-                        .spec
-                        .ok_or_else(|| "request has neither spec nor cancel".to_owned())
-                        .and_then(|raw| {
-                            Spec::from_json(raw.get().as_bytes()).map_err(|e| e.to_string())
-                        });
-                    match spec {
-                        Err(e) => respond(&mut output, req.id, &Status::setup_failed(e))?,
-                        Ok(_) if running.contains_key(&req.id) => respond(
-                            &mut output,
-                            req.id,
-                            &Status::setup_failed(format!("id {} is already running", req.id)),
-                        )?,
-                        Ok(spec) => match start(&spec) {
-                            Ok(r) => {
-                                running.insert(req.id, r);
-                            }
-                            Err(e) => respond(&mut output, req.id, &Status::setup_failed(e))?,
-                        },
-                    }
+                handle_line(&line, &mut running, &mut output)?;
+                if !lines.buffer().contains(&b'\n') {
+                    break;
                 }
             }
         }
     }
     Ok(())
+}
+
+fn handle_line(
+    line: &str,
+    running: &mut HashMap<u64, Running>,
+    output: &mut impl Write,
+) -> std::io::Result<()> {
+    if line.trim().is_empty() {
+        return Ok(());
+    }
+    let req = match serde_json::from_str::<Request>(line) {
+        Ok(req) => req,
+        Err(e) => {
+            return respond(
+                output,
+                0,
+                &Status::setup_failed(format!("bad request line: {e}")),
+            );
+        }
+    };
+    if req.cancel {
+        if let Some(r) = running.get(&req.id) {
+            let _ = nix::sys::signal::kill(r.pid, nix::sys::signal::Signal::SIGTERM);
+        }
+        return Ok(());
+    }
+    if running.contains_key(&req.id) {
+        let msg = format!("id {} is already running", req.id);
+        return respond(output, req.id, &Status::setup_failed(msg));
+    }
+    let spec = req
+        .spec
+        .ok_or_else(|| "request has neither spec nor cancel".to_owned())
+        .and_then(|raw| Spec::from_json(raw.get().as_bytes()).map_err(|e| e.to_string()));
+    match spec.and_then(|spec| start(&spec)) {
+        Ok(r) => {
+            running.insert(req.id, r);
+            Ok(())
+        }
+        Err(e) => respond(output, req.id, &Status::setup_failed(e)),
+    }
 }
 
 fn respond(out: &mut impl Write, id: u64, status: &Status) -> std::io::Result<()> {

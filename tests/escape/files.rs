@@ -6,10 +6,11 @@ use std::path::{Path, PathBuf};
 
 use hermetic_sandbox::status::{Outcome, OutputKind};
 
-use crate::expect::Want::Allowed;
+use crate::expect::Want::{Allowed, Denied};
 use crate::expect::{self, Checks, common, table};
 use crate::harness::{Report, Run};
 use crate::{battery, host, simple, tables};
+use libc::EPERM;
 
 /// Contents of every regular file below `dir`.
 fn file_contents(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
@@ -134,8 +135,8 @@ fn outputs_setid_modes() {
         let r = x.run(&Run::attack("outputs").args(["setuid"]).with_output());
         common(c, &r, "strict", 0, Outcome::Completed);
         let rows = [
-            expect::row("creat_suid_output", Allowed, "creating the file is fine"),
-            expect::row("creat_sgid_output", Allowed, "creating the file is fine"),
+            expect::row("creat_suid_output", Denied(EPERM), "seccomp: set-id create"),
+            expect::row("creat_sgid_output", Denied(EPERM), "seccomp: set-id create"),
             expect::row(
                 "mkdir_sgid_output",
                 Allowed,
@@ -143,7 +144,11 @@ fn outputs_setid_modes() {
             ),
         ];
         table(c, &r, &rows, &[]);
-        for name in ["suid-out", "sgid-out", "sgid-dir"] {
+        for name in ["suid-out", "sgid-out"] {
+            let gone = std::fs::symlink_metadata(r.output_dir().join(name)).is_err();
+            c.check(&r, gone, || format!("{name} was created and collected"));
+        }
+        for name in ["sgid-dir"] {
             let md = std::fs::symlink_metadata(r.output_dir().join(name));
             let mode = md.as_ref().map(|m| m.mode() & 0o7777).unwrap_or(0);
             c.check(&r, md.is_ok() && mode & 0o6000 == 0, || {

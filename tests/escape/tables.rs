@@ -258,18 +258,18 @@ pub const SETID: &[Row] = &[
     row("chmod_plain", Allowed, "plain modes stay allowed"),
     row(
         "mknod_reg_suid",
-        Allowed,
-        "creating the file is fine; its mode is checked",
+        Denied(EPERM),
+        "seccomp: creating a file with a set-id mode is chmod by another name",
     ),
     row(
         "open_creat_suid",
-        Allowed,
-        "creating the file is fine; its mode is checked",
+        Denied(EPERM),
+        "seccomp: creating a file with a set-id mode is chmod by another name",
     ),
     row(
         "open_creat_suid_work",
-        Allowed,
-        "creating the file is fine; its mode is checked",
+        Denied(EPERM),
+        "seccomp: creating a file with a set-id mode is chmod by another name",
     ),
 ];
 
