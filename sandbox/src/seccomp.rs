@@ -710,17 +710,13 @@ mod tests {
         };
         let chr = libc::S_IFCHR | 0o600;
         let create = |flags: i32, mode: u32| {
-            // SAFETY: `node` is a live C string; the fd is closed and `rm`
-            // removes the file.
-            rm(err(unsafe {
-                let fd = libc::syscall(libc::SYS_openat, at, node.as_ptr(), flags, mode);
-                if fd >= 0 {
-                    libc::close(fd as i32);
-                    0
-                } else {
-                    fd
-                }
-            }))
+            // SAFETY: `node` is a live C string.
+            let fd = unsafe { libc::syscall(libc::SYS_openat, at, node.as_ptr(), flags, mode) };
+            if fd >= 0 {
+                // SAFETY: closing the fd we just opened.
+                unsafe { libc::close(fd as i32) };
+            }
+            rm(err(fd.min(0)))
         };
         let new = libc::O_CREAT | libc::O_WRONLY;
         #[rustfmt::skip]
