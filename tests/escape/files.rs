@@ -148,7 +148,8 @@ fn outputs_setid_modes() {
             let gone = std::fs::symlink_metadata(r.output_dir().join(name)).is_err();
             c.check(&r, gone, || format!("{name} was created and collected"));
         }
-        for name in ["sgid-dir"] {
+        {
+            let name = "sgid-dir";
             let md = std::fs::symlink_metadata(r.output_dir().join(name));
             let mode = md.as_ref().map(|m| m.mode() & 0o7777).unwrap_or(0);
             c.check(&r, md.is_ok() && mode & 0o6000 == 0, || {
