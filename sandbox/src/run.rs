@@ -54,6 +54,18 @@ fn cancelled() -> bool {
     CANCELLED.load(std::sync::atomic::Ordering::SeqCst)
 }
 
+/// The host uid and gid the step's ids map to: as root, the unprivileged
+/// range `HOST_ID_BASE + id`; rootless, the caller's own ids. Whoever stages
+/// an input tree that the step must be able to write into (creating files
+/// next to its inputs) gives its directories to these ids.
+pub fn host_ids(user: &crate::profile::User) -> (u32, u32) {
+    if nix::unistd::geteuid().is_root() {
+        (HOST_ID_BASE + user.uid, HOST_ID_BASE + user.gid)
+    } else {
+        (nix::unistd::geteuid().as_raw(), nix::unistd::getegid().as_raw())
+    }
+}
+
 /// Runs one spec to completion. Never panics on bad input: every failure is
 /// a [`Status`] with an outcome and a message.
 pub fn run(spec: &Spec) -> Status {
@@ -104,14 +116,7 @@ fn run_inner(spec: &Spec, start: Instant, status: &mut Status) -> Result<(), Str
     let limits = spec.effective_limits();
     let root_mode = nix::unistd::geteuid().is_root();
     let ids = (profile.user.uid, profile.user.gid);
-    let host_ids = if root_mode {
-        (HOST_ID_BASE + ids.0, HOST_ID_BASE + ids.1)
-    } else {
-        (
-            nix::unistd::geteuid().as_raw(),
-            nix::unistd::getegid().as_raw(),
-        )
-    };
+    let host_ids = host_ids(&profile.user);
     if host_ids.0 == 0 || host_ids.1 == 0 {
         return Err("refusing to map sandbox ids to host uid or gid 0".into());
     }

@@ -437,14 +437,11 @@ async fn run_steps(
 }
 
 /// The host ids the sandbox maps the step's user to, when they differ from
-/// ours: as root the helper maps sandbox id N to `HOST_ID_BASE + N`;
-/// rootless it maps the step to our own ids, which own the staged tree
-/// already.
+/// ours (root: an unprivileged range; rootless: our own ids, which own the
+/// staged tree already).
 fn sandbox_owner(profile: &hermetic_sandbox::profile::Profile) -> Option<(u32, u32)> {
-    nix::unistd::geteuid().is_root().then(|| {
-        let base = hermetic_sandbox::run::HOST_ID_BASE;
-        (base + profile.user.uid, base + profile.user.gid)
-    })
+    let ids = hermetic_sandbox::run::host_ids(&profile.user);
+    (ids != (nix::unistd::geteuid().as_raw(), nix::unistd::getegid().as_raw())).then_some(ids)
 }
 
 /// Ingests a stdout or stderr file; absent means empty.
