@@ -197,7 +197,9 @@ pub fn plan(input: &PlanInput<'_>) -> Result<Vec<MountOp>, MountError> {
         path: input.rootfs.display().to_string(),
         source,
     };
-    let mut entries: Vec<_> = std::fs::read_dir(input.rootfs)
+    let rootfs = std::fs::canonicalize(input.rootfs).map_err(image_err)?;
+    let host_mounts = mount_points()?;
+    let mut entries: Vec<_> = std::fs::read_dir(&rootfs)
         .map_err(image_err)?
         .collect::<Result<_, _>>()
         .map_err(image_err)?;
@@ -216,7 +218,17 @@ pub fn plan(input: &PlanInput<'_>) -> Result<Vec<MountOp>, MountError> {
             ops.push(MountOp::Symlink { target, dst });
         } else if ft.is_dir() {
             ops.push(MountOp::Dir(dst.clone()));
-            ops.push(MountOp::BindReadOnly { src, dst });
+            ops.push(MountOp::BindReadOnly {
+                src: src.clone(),
+                dst: dst.clone(),
+            });
+            // The recursive bind carries the mounts beneath (a user
+            // namespace may not leave them behind): each is made read-only.
+            for sub in host_mounts.iter().filter_map(|m| m.strip_prefix(&src).ok()) {
+                if !sub.as_os_str().is_empty() {
+                    ops.push(MountOp::RemountReadOnly(dst.join(sub)));
+                }
+            }
             if name.as_bytes() == b"etc" {
                 for (file, content) in [
                     ("passwd", &input.passwd),
@@ -384,11 +396,8 @@ fn execute_one(op: &MountOp) -> Result<(), MountError> {
                 dst,
                 mount(Some(src.as_path()), dst.as_path(), none, flags, none),
             )?;
-            remount_readonly(dst, MsFlags::MS_NOSUID | MsFlags::MS_NODEV)?;
-            for sub in submounts(dst)? {
-                remount_readonly(&sub, MsFlags::MS_NOSUID | MsFlags::MS_NODEV)?;
-            }
-            Ok(())
+            // Mounts beneath follow as RemountReadOnly ops of the plan.
+            remount_readonly(dst, MsFlags::MS_NOSUID | MsFlags::MS_NODEV)
         }
         MountOp::BindDevice { src, dst } => {
             sys(
@@ -483,20 +492,17 @@ fn execute_one(op: &MountOp) -> Result<(), MountError> {
     }
 }
 
-/// Mount points strictly below `dir`, from /proc/self/mountinfo.
-fn submounts(dir: &Path) -> Result<Vec<PathBuf>, MountError> {
+/// Every mount point of this mount namespace, from /proc/self/mountinfo.
+fn mount_points() -> Result<Vec<PathBuf>, MountError> {
     let info = std::fs::read_to_string("/proc/self/mountinfo").map_err(|e| MountError::Sys {
         what: "read",
         path: "/proc/self/mountinfo".into(),
         errno: nix::Error::from_raw(e.raw_os_error().unwrap_or(libc::EIO)),
     })?;
-    let prefix = format!("{}/", dir.display());
     Ok(info
         .lines()
         .filter_map(|l| l.split(' ').nth(4))
-        .map(unescape_mountinfo)
-        .filter(|p| p.starts_with(&prefix))
-        .map(PathBuf::from)
+        .map(|p| PathBuf::from(unescape_mountinfo(p)))
         .collect())
 }
 

@@ -62,29 +62,44 @@ pub fn host_ids(user: &crate::profile::User) -> (u32, u32) {
     if nix::unistd::geteuid().is_root() {
         (HOST_ID_BASE + user.uid, HOST_ID_BASE + user.gid)
     } else {
-        (nix::unistd::geteuid().as_raw(), nix::unistd::getegid().as_raw())
+        (
+            nix::unistd::geteuid().as_raw(),
+            nix::unistd::getegid().as_raw(),
+        )
     }
 }
 
 /// Runs one spec to completion. Never panics on bad input: every failure is
 /// a [`Status`] with an outcome and a message.
 pub fn run(spec: &Spec) -> Status {
+    let mut out = None;
+    run_then(spec, |s| out = Some(s.clone()));
+    out.expect("run_then always reports")
+}
+
+/// Runs one spec, hands the status to `report`, then removes what the run
+/// left (the action's cgroup, the scratch directory): the caller learns the
+/// result without waiting for that clean-up.
+pub fn run_then(spec: &Spec, report: impl FnOnce(&Status)) {
     let start = Instant::now();
     let mut status = Status {
         version: crate::spec::SPEC_VERSION,
         ..Default::default()
     };
     if let Err(e) = spec.validate() {
-        return Status::setup_failed(e.to_string());
+        return report(&Status::setup_failed(e.to_string()));
     }
     match run_inner(spec, start, &mut status) {
-        Ok(()) => {}
+        Ok(guard) => {
+            report(&status);
+            drop(guard);
+        }
         Err(e) => {
             status.outcome = Outcome::SetupFailed;
             status.error = Some(e);
+            report(&status);
         }
     }
-    status
 }
 
 /// Everything that must be undone when the run ends, whatever happened.
@@ -103,7 +118,9 @@ impl Drop for Guard {
         }
         if let Some(cg) = self.cgroup.take() {
             let _ = cg.kill_all();
-            let _ = cg.remove();
+            if let Err(e) = cg.remove() {
+                eprintln!("hermetic-sandbox: warning: cannot remove the action's cgroup: {e}");
+            }
         }
         if let Some(dir) = self.scratch_created.take() {
             let _ = std::fs::remove_dir(dir);
@@ -111,7 +128,7 @@ impl Drop for Guard {
     }
 }
 
-fn run_inner(spec: &Spec, start: Instant, status: &mut Status) -> Result<(), String> {
+fn run_inner(spec: &Spec, start: Instant, status: &mut Status) -> Result<Guard, String> {
     let profile = &spec.profile;
     let limits = spec.effective_limits();
     let root_mode = nix::unistd::geteuid().is_root();
@@ -297,26 +314,32 @@ fn run_inner(spec: &Spec, start: Instant, status: &mut Status) -> Result<(), Str
 
     let mut ctl = BufReader::new(std::fs::File::from(ctl_r));
     let setup_deadline = Instant::now() + Duration::from_secs(60);
-    // The creator reports init's pid and exits.
-    let init = match read_line(&mut ctl, setup_deadline)? {
-        Some(l) if l.starts_with("pid ") => Pid::from_raw(
-            l[4..]
-                .trim()
-                .parse()
-                .map_err(|_| format!("bad message {l:?}"))?,
-        ),
-        Some(l) => {
+    // The creator reports init's pid and exits; init reports its verified
+    // set-up. The two write to the same pipe, in either order.
+    let mut init = None;
+    let mut ready = None;
+    while init.is_none() || ready.is_none() {
+        let line = read_line(&mut ctl, setup_deadline)?;
+        if let Some(pid) = line.as_deref().and_then(|l| l.strip_prefix("pid ")) {
+            let pid = Pid::from_raw(pid.trim().parse().map_err(|_| format!("bad pid {pid:?}"))?);
             let _ = nix::sys::wait::waitpid(creator, None);
-            return Err(l.strip_prefix("fail ").unwrap_or(&l).to_owned());
+            guard.init = Some(pid);
+            init = Some(pid);
+        } else if let Some(r) = line.as_deref().and_then(|l| l.strip_prefix("ready ")) {
+            ready = Some(r.to_owned());
+        } else {
+            if init.is_none() {
+                let _ = nix::sys::wait::waitpid(creator, None);
+            }
+            return Err(match line {
+                Some(l) => l.strip_prefix("fail ").unwrap_or(&l).to_owned(),
+                None if init.is_none() => "the sandbox's creator died before starting init".into(),
+                None => "init died during set-up".into(),
+            });
         }
-        None => return Err("the sandbox's creator died before starting init".into()),
-    };
-    let _ = nix::sys::wait::waitpid(creator, None);
-    guard.init = Some(init);
-    let ready = match read_line(&mut ctl, setup_deadline)? {
-        Some(l) if l.starts_with("ready ") => l[6..].to_owned(),
-        Some(l) => return Err(l.strip_prefix("fail ").unwrap_or(&l).to_owned()),
-        None => return Err("init died during set-up".into()),
+    }
+    let (Some(init), Some(ready)) = (init, ready) else {
+        unreachable!("the loop ends only when both are known");
     };
     let ready: serde_json::Value =
         serde_json::from_str(&ready).map_err(|e| format!("bad report from init: {e}"))?;
@@ -430,7 +453,7 @@ fn run_inner(spec: &Spec, start: Instant, status: &mut Status) -> Result<(), Str
     guard.init = None;
 
     let mut oom_kills = 0;
-    if let Some(cg) = guard.cgroup.take() {
+    if let Some(cg) = &guard.cgroup {
         let _ = cg.kill_all();
         match cg.usage() {
             Ok(u) => {
@@ -441,11 +464,6 @@ fn run_inner(spec: &Spec, start: Instant, status: &mut Status) -> Result<(), Str
                 oom_kills = u.oom_kills;
             }
             Err(e) => status.error = Some(format!("cannot read cgroup usage: {e}")),
-        }
-        if let Err(e) = cg.remove() {
-            status
-                .error
-                .get_or_insert(format!("cannot remove the action's cgroup: {e}"));
         }
     }
     if status.usage.peak_memory_source.is_empty() {
@@ -482,9 +500,8 @@ fn run_inner(spec: &Spec, start: Instant, status: &mut Status) -> Result<(), Str
     } else {
         Outcome::Completed
     };
-    drop(guard);
     status.timings.teardown_us = exited_at.elapsed().as_micros() as u64;
-    Ok(())
+    Ok(guard)
 }
 
 fn collect_outputs(

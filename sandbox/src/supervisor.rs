@@ -63,7 +63,15 @@ pub fn serve(input: std::fs::File, mut output: impl Write) -> std::io::Result<()
     let mut lines = std::io::BufReader::new(input);
     let mut running: HashMap<u64, Running> = HashMap::new();
     let mut open = true;
+    let mut finishing: Vec<Pid> = Vec::new();
     while open || !running.is_empty() {
+        finishing.retain(|&pid| {
+            let flags = Some(nix::sys::wait::WaitPidFlag::WNOHANG);
+            matches!(
+                nix::sys::wait::waitpid(pid, flags),
+                Ok(nix::sys::wait::WaitStatus::StillAlive)
+            )
+        });
         let ids: Vec<u64> = running.keys().copied().collect();
         let mut fds: Vec<PollFd> = Vec::with_capacity(ids.len() + 1);
         // SAFETY: in_fd stays open for this whole function (owned by `lines`).
@@ -95,7 +103,9 @@ pub fn serve(input: std::fs::File, mut output: impl Write) -> std::io::Result<()
             match nix::unistd::read(&r.pipe, &mut chunk) {
                 Ok(0) | Err(_) => {
                     let r = running.remove(id).expect("listed");
-                    let _ = nix::sys::wait::waitpid(r.pid, None);
+                    // The runner still removes the action's cgroup and
+                    // scratch: it is reaped later, without waiting here.
+                    finishing.push(r.pid);
                     let status = serde_json::from_slice::<Status>(&r.buf).unwrap_or_else(|e| {
                         Status::setup_failed(format!("the action's runner died: {e}"))
                     });
@@ -119,6 +129,9 @@ pub fn serve(input: std::fs::File, mut output: impl Write) -> std::io::Result<()
                 }
             }
         }
+    }
+    for pid in finishing {
+        let _ = nix::sys::wait::waitpid(pid, None);
     }
     Ok(())
 }
@@ -180,11 +193,14 @@ fn start(spec: &Spec) -> Result<Running, String> {
     match unsafe { nix::unistd::fork() }.map_err(|e| format!("fork failed: {e}"))? {
         nix::unistd::ForkResult::Child => {
             drop(r);
-            let status = crate::run::run(spec);
-            let bytes = serde_json::to_vec(&status).unwrap_or_default();
-            let mut f = std::fs::File::from(w);
-            let _ = f.write_all(&bytes);
-            drop(f);
+            // Report first (closing the pipe ends the message), clean up after.
+            let mut w = Some(w);
+            crate::run::run_then(spec, |status| {
+                let bytes = serde_json::to_vec(status).unwrap_or_default();
+                if let Some(w) = w.take() {
+                    let _ = std::fs::File::from(w).write_all(&bytes);
+                }
+            });
             // SAFETY: _exit skips the parent's buffered stdout on purpose.
             unsafe { libc::_exit(0) }
         }
