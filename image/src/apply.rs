@@ -192,11 +192,11 @@ impl<'o> Applier<'o> {
             }
             EntryType::Char | EntryType::Block => {
                 self.report.devices_dropped.push(layer.name, &path);
-                return Ok(());
+                self.dropped(&path).map_err(bad)?;
             }
             EntryType::Fifo => {
                 self.report.fifos_dropped.push(layer.name, &path);
-                return Ok(());
+                self.dropped(&path).map_err(bad)?;
             }
             other => {
                 return Err(bad(format!(
@@ -208,6 +208,16 @@ impl<'o> Applier<'o> {
         }
         layer.created.insert(path);
         Ok(())
+    }
+
+    /// A device node or FIFO is not created, but it still replaces what the
+    /// lower layers had at its path, and its parents exist as for any entry.
+    fn dropped(&mut self, path: &RelPath) -> Result<(), String> {
+        let Some((parent_path, name)) = path.split_last() else {
+            return Err("a special file cannot replace the root".to_owned());
+        };
+        let dir = self.parent(&parent_path)?;
+        self.clear(dir.as_fd(), path, name)
     }
 
     /// Opens the parent directory of an entry, creating missing ones.
@@ -442,11 +452,4 @@ fn is_dir(dir: BorrowedFd<'_>, name: &str) -> bool {
 /// An archived name for messages.
 pub(crate) fn lossy(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
-}
-
-/// Reads a whole layer stream (for tests and callers that hold bytes).
-#[cfg(test)]
-pub(crate) fn apply_bytes(a: &mut Applier<'_>, name: &str, bytes: &[u8]) -> Result<(), ImageError> {
-    a.apply_layer(name, crate::tarstream::Stream(bytes))
-        .map(drop)
 }

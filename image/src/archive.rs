@@ -249,7 +249,7 @@ mod tests {
 
     #[test]
     fn hashing_reader_caps() {
-        let data = vec![1u8; 100];
+        let data = [1u8; 100];
         let r = Hashing::new(&data[..], Algorithm::Sha256, 50);
         let e = r.finish().unwrap_err();
         assert!(is_limit(&e));
