@@ -294,7 +294,12 @@ fn apply_plan(
     let plan: Plan = match format {
         Format::Oci => oci::plan_oci(src, opts)?,
         Format::DockerArchive => oci::plan_docker(src, opts)?,
-        Format::Rootfs => unreachable!("rootfs tarballs are streamed, not planned"),
+        Format::Rootfs => {
+            return Err(ImageError::UnknownFormat {
+                path: src.path().to_owned(),
+                reason: "a rootfs tarball has no layers to plan".into(),
+            });
+        }
     };
     for layer in &plan.layers {
         if let Some((digest, size)) = &layer.blob {

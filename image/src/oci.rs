@@ -511,3 +511,71 @@ pub(crate) fn plan_docker(src: &Source, opts: &ImportOptions) -> Result<Plan, Im
         manifest_digest: None,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn index(json: serde_json::Value) -> Index {
+        serde_json::from_value(json).unwrap()
+    }
+
+    fn desc(digest: char, arch: &str, name: &str) -> serde_json::Value {
+        serde_json::json!({
+            "mediaType": OCI_MANIFEST,
+            "digest": format!("sha256:{}", digest.to_string().repeat(64)),
+            "size": 1,
+            "platform": {"os": "linux", "architecture": arch},
+            "annotations": {"org.opencontainers.image.ref.name": name},
+        })
+    }
+
+    #[test]
+    fn picks_the_requested_platform() {
+        let idx = index(serde_json::json!({"schemaVersion": 2, "manifests": [
+            desc('a', "arm64", "latest"), desc('b', "amd64", "latest"),
+        ]}));
+        let opts = ImportOptions {
+            platform: "linux/amd64".into(),
+            ..Default::default()
+        };
+        assert!(
+            choose(&idx, &opts, "index.json")
+                .unwrap()
+                .digest
+                .starts_with("sha256:b")
+        );
+        let opts = ImportOptions {
+            platform: "linux/s390x".into(),
+            ..Default::default()
+        };
+        let e = choose(&idx, &opts, "index.json").unwrap_err().to_string();
+        assert!(e.contains("no manifest for platform linux/s390x"), "{e}");
+    }
+
+    #[test]
+    fn several_images_need_a_reference() {
+        let idx = index(serde_json::json!({"schemaVersion": 2, "manifests": [
+            desc('a', "amd64", "one"), desc('b', "amd64", "two"), desc('b', "amd64", "two-again"),
+        ]}));
+        let opts = ImportOptions {
+            platform: "linux/amd64".into(),
+            ..Default::default()
+        };
+        let e = choose(&idx, &opts, "index.json").unwrap_err().to_string();
+        assert!(
+            e.contains("2 manifests match (one, two)") && e.contains("ImportOptions::reference"),
+            "{e}"
+        );
+        let opts = ImportOptions {
+            reference: Some("two".into()),
+            ..opts
+        };
+        assert!(
+            choose(&idx, &opts, "index.json")
+                .unwrap()
+                .digest
+                .starts_with("sha256:b")
+        );
+    }
+}

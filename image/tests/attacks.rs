@@ -73,6 +73,21 @@ fn absolute_path() {
 }
 
 #[test]
+fn non_utf8_name() {
+    let d = tempfile::tempdir().unwrap();
+    let src = d.path().join("r.tar");
+    let mut bytes = tar(&[E::File("bad-XX", b"x", 0o644)]);
+    bytes[4] = 0xff;
+    // Re-checksum the edited header.
+    let mut h = tar::Header::from_byte_slice(&bytes[..512]).clone();
+    h.set_cksum();
+    bytes[..512].copy_from_slice(h.as_bytes());
+    fs::write(&src, bytes).unwrap();
+    let e = refuse(&src, &ImportOptions::default()).to_string();
+    assert!(e.contains("not valid UTF-8"), "{e}");
+}
+
+#[test]
 fn symlinked_parent_in_same_layer() {
     let outside = tempfile::tempdir().unwrap();
     let target = leak(outside.path().display().to_string());
