@@ -266,7 +266,7 @@ impl Walker {
                     let file = openat(
                         fd,
                         name.as_str(),
-                        OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+                        OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC | OFlag::O_NONBLOCK,
                         Mode::empty(),
                     )
                     .map_err(|e| err(&child, format!("open: {e}")))?;

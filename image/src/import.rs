@@ -178,6 +178,12 @@ fn load(
         let format = src.detect()?;
         return apply_plan(&src, format, applier, opts);
     }
+    if !meta.is_file() {
+        return Err(ImageError::UnknownFormat {
+            path: path.to_owned(),
+            reason: "neither a regular file nor a directory".into(),
+        });
+    }
     let mut head = [0u8; 6];
     let got = File::open(path)
         .and_then(|mut f| read_up_to(&mut f, &mut head))

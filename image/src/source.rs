@@ -196,7 +196,9 @@ impl Source {
         match self {
             Source::Dir { fd, path } => {
                 let how = OpenHow::new()
-                    .flags(OFlag::O_RDONLY | OFlag::O_CLOEXEC)
+                    // O_NONBLOCK: a FIFO in the layout must not hang the
+                    // open; it is refused by the type check below.
+                    .flags(OFlag::O_RDONLY | OFlag::O_CLOEXEC | OFlag::O_NONBLOCK)
                     .resolve(ResolveFlag::RESOLVE_BENEATH | ResolveFlag::RESOLVE_NO_MAGICLINKS);
                 let shown = rel.to_string();
                 let file = match openat2(fd.as_fd(), shown.as_str(), how) {
