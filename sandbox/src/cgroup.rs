@@ -13,7 +13,7 @@
 //!   `Delegate=yes` and keeps itself in a leaf. An explicit parent (absolute
 //!   cgroup2 directory, or a path relative to the cgroup2 root) overrides.
 //! - v1: below the helper's own cgroup in each hierarchy: `memory`, `pids`,
-//!   `cpuacct` when mounted and writable, `cpu` when a CPU quota is asked.
+//!   `cpu` and `cpuacct` (when mounted and writable) when a CPU quota is asked.
 //!   An explicit parent is relative to each hierarchy's root; when it does
 //!   not exist there it is looked up below the helper's own cgroup in that
 //!   hierarchy (what [`delegate`] returns when our own cgroups differ
@@ -918,7 +918,17 @@ fn places(
             let wanted = [
                 ("memory", Need::Required),
                 ("pids", Need::Required),
-                ("cpuacct", Need::Optional),
+                // CPU time comes from rusage (init reaps every process of the
+                // sandbox); cpuacct only joins when a CPU quota does, saving
+                // a hierarchy's mkdir, move and rmdir per action.
+                (
+                    "cpuacct",
+                    if cpu == Need::Skip {
+                        Need::Skip
+                    } else {
+                        Need::Optional
+                    },
+                ),
                 ("cpu", cpu),
             ];
             for (role, need) in wanted {

@@ -457,8 +457,6 @@ fn run_inner(spec: &Spec, start: Instant, status: &mut Status) -> Result<Guard, 
         let _ = cg.kill_all();
         match cg.usage() {
             Ok(u) => {
-                status.usage.user_cpu_us = u.user_cpu_us;
-                status.usage.sys_cpu_us = u.sys_cpu_us;
                 status.usage.peak_memory_bytes = u.peak_memory_bytes;
                 status.usage.peak_memory_source = "cgroup".into();
                 oom_kills = u.oom_kills;
@@ -466,9 +464,11 @@ fn run_inner(spec: &Spec, start: Instant, status: &mut Status) -> Result<Guard, 
             Err(e) => status.error = Some(format!("cannot read cgroup usage: {e}")),
         }
     }
+    // CPU time of every process of the sandbox: init reaped them all, and
+    // its rusage holds what they used.
+    status.usage.user_cpu_us = tv_us(rusage.ru_utime);
+    status.usage.sys_cpu_us = tv_us(rusage.ru_stime);
     if status.usage.peak_memory_source.is_empty() {
-        status.usage.user_cpu_us = tv_us(rusage.ru_utime);
-        status.usage.sys_cpu_us = tv_us(rusage.ru_stime);
         status.usage.peak_memory_bytes = rusage.ru_maxrss as u64 * 1024;
         status.usage.peak_memory_source = "rusage".into();
     }
