@@ -61,6 +61,12 @@ pub struct Config {
     /// The sandbox helper binary. Default: `hermetic-sandbox` next to the
     /// `hermeticd` executable, then on `PATH`.
     pub sandbox_helper: Option<PathBuf>,
+    /// How actions reach the helper: `"supervisor"` (one long-lived
+    /// `hermetic-sandbox --supervisor` per daemon that forks a runner per
+    /// action; restarted if it dies, failing the actions then in flight as
+    /// UNAVAILABLE) or `"exec"` (one helper process per action, with its
+    /// spec and status as files). Default: `"supervisor"`.
+    pub sandbox_mode: SandboxMode,
     /// Directory of sandbox profiles (`*.toml`), all loaded at start-up.
     /// Default: the source tree's `sandbox-profiles/` when it exists, then
     /// `/usr/share/hermetic/sandbox-profiles`.
@@ -87,6 +93,18 @@ pub struct Config {
     pub cas: CasConfig,
     /// Action cache.
     pub action_cache: ActionCacheConfig,
+}
+
+/// How the daemon drives the sandbox helper.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum SandboxMode {
+    /// One long-lived `hermetic-sandbox --supervisor`; specs and statuses
+    /// as JSON lines over its stdin and stdout.
+    #[default]
+    Supervisor,
+    /// `hermetic-sandbox --spec FILE --status FILE` per action.
+    Exec,
 }
 
 /// CAS settings.
@@ -403,6 +421,11 @@ mod tests {
         assert_eq!(config.default_profile(), "strict");
         assert!(!config.action_cache.allow_client_updates);
         assert_eq!(config.listen_addrs().unwrap().len(), 2);
+        assert_eq!(config.sandbox_mode, SandboxMode::Supervisor);
+        let exec = Config::parse("sandbox_mode = \"exec\"\n", "t").unwrap();
+        assert_eq!(exec.sandbox_mode, SandboxMode::Exec);
+        let err = Config::parse("sandbox_mode = \"fork\"\n", "t").unwrap_err();
+        assert!(err.to_string().contains("fork"), "{err}");
     }
 
     #[test]

@@ -30,6 +30,7 @@ use crate::config::{Config, ListenAddr};
 use crate::error::{Error, Result};
 use crate::exec::action::Limits;
 use crate::exec::engine::{Engine, EngineSettings};
+use crate::exec::helper::Sandbox;
 use crate::exec::platform::Choices;
 use crate::exec::runner::RunEnv;
 use crate::service::Context;
@@ -100,14 +101,15 @@ impl Daemon {
         std::fs::create_dir_all(&actions_dir).map_err(Error::io("create", &actions_dir))?;
         let profiles = load_profiles(config.profiles_dir())?;
         let helper = config.sandbox_helper();
-        info!(helper = %helper.display(), "sandbox helper");
+        info!(helper = %helper.display(), mode = ?config.sandbox_mode, "sandbox helper");
+        let kill_grace = Duration::from_secs(5);
         let settings = EngineSettings {
             run_env: RunEnv {
                 store: store.clone(),
                 actions_dir,
-                helper,
+                sandbox: Sandbox::new(config.sandbox_mode, helper, kill_grace),
                 worker: host_name(),
-                kill_grace: Duration::from_secs(5),
+                kill_grace,
             },
             choices: Choices {
                 images: config.images.clone(),

@@ -8,7 +8,6 @@
 
 mod common;
 
-use std::path::Path;
 use std::time::Duration;
 
 use bazel_remote_apis::build::bazel::remote::execution::v2::{
@@ -22,46 +21,13 @@ use bazel_remote_apis::google::longrunning::{
 use bazel_remote_apis::google::rpc::Status as RpcStatus;
 use common::TestServer;
 use common::actions::{execute, put_action, put_tree, response_of, sh, stage_of};
-use hermeticd::config::Config;
+use common::fake::{configure, python_available};
 use hermeticd::digest::{DigestFunction, key_of};
 use hermeticd::error::PreconditionFailure;
 use prost::Message;
 use tokio_stream::StreamExt;
 use tonic::Code;
 use tonic::transport::Channel;
-
-const FAKE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/support/fake-sandbox.py");
-
-fn configure(c: &mut Config, dir: &Path) {
-    let profiles = dir.join("profiles");
-    std::fs::create_dir_all(&profiles).unwrap();
-    std::fs::write(
-        profiles.join("strict.toml"),
-        "name = \"strict\"\ndescription = \"test profile\"\n",
-    )
-    .unwrap();
-    let rootfs = dir.join("rootfs");
-    std::fs::create_dir_all(&rootfs).unwrap();
-    c.profiles_dir = Some(profiles);
-    c.images.insert("busybox".into(), rootfs);
-    c.default_image = Some("busybox".into());
-    c.sandbox_helper = Some(FAKE.into());
-}
-
-fn python_available() -> bool {
-    let ok = std::process::Command::new("python3")
-        .arg("--version")
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if !ok {
-        assert!(
-            std::env::var("CI").as_deref() != Ok("true"),
-            "python3 is required for the engine tests in CI"
-        );
-        eprintln!("SKIP: python3 is not available; the fake sandbox helper cannot run");
-    }
-    ok
-}
 
 async fn read_blob(
     channel: &Channel,

@@ -15,6 +15,7 @@ use bazel_remote_apis::build::bazel::remote::execution::v2::{
 };
 use common::TestServer;
 use common::actions::{execute, put_action, put_tree, sh};
+use hermeticd::config::SandboxMode;
 use hermeticd::digest::DigestFunction;
 use prost::Message;
 use tonic::Code;
@@ -54,7 +55,7 @@ fn busybox_rootfs(dir: &Path) -> Option<PathBuf> {
     Some(dest)
 }
 
-async fn start() -> Option<TestServer> {
+async fn start(mode: SandboxMode) -> Option<TestServer> {
     let Some(helper) = helper() else {
         skip_or_fail("the hermetic-sandbox binary is not built (cargo build --workspace --bins)");
         return None;
@@ -70,6 +71,7 @@ async fn start() -> Option<TestServer> {
         c.images.insert("busybox".into(), moved);
         c.default_image = Some("busybox".into());
         c.sandbox_helper = Some(helper);
+        c.sandbox_mode = mode;
         c.profiles_dir = Some(Path::new(env!("CARGO_MANIFEST_DIR")).join("../sandbox-profiles"));
     })
     .await;
@@ -91,24 +93,37 @@ async fn read_blob(channel: &Channel, f: DigestFunction, d: &Digest) -> Vec<u8> 
     std::mem::take(&mut r[0].data)
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn runs_a_real_action_in_the_sandbox() {
-    let Some(server) = start().await else { return };
-    let channel = server.unix_channel().await;
+/// Can the sandbox run at all here? Runs `true`; SKIP (or fail in CI)
+/// when the sandbox cannot be set up.
+async fn probe(channel: &Channel) -> bool {
     let mut cas = ContentAddressableStorageClient::new(channel.clone());
     let mut exec = ExecutionClient::new(channel.clone());
     let f = DigestFunction::Sha256;
-
-    // Probe: can the sandbox run at all here?
     let empty = put_tree(&mut cas, f, &[]).await;
     let probe = put_action(&mut cas, f, &sh("true"), empty).await;
     let (_, resp) = execute(&mut exec, f, probe, false).await.unwrap();
     let status = resp.status.clone().unwrap();
     if status.code == Code::Internal as i32 && status.message.contains("sandbox") {
         skip_or_fail(&format!("the sandbox cannot run here: {}", status.message));
-        return;
+        return false;
     }
     assert_eq!(status.code, 0, "{resp:?}");
+    true
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn runs_a_real_action_in_the_sandbox() {
+    let Some(server) = start(SandboxMode::Supervisor).await else {
+        return;
+    };
+    let channel = server.unix_channel().await;
+    let mut cas = ContentAddressableStorageClient::new(channel.clone());
+    let mut exec = ExecutionClient::new(channel.clone());
+    let f = DigestFunction::Sha256;
+
+    if !probe(&channel).await {
+        return;
+    }
 
     let root = put_tree(
         &mut cas,
@@ -164,5 +179,93 @@ async fn runs_a_real_action_in_the_sandbox() {
     assert_eq!(log["profile"], "strict");
     let namespaces = log["restrictions"]["namespaces"].as_array().unwrap();
     assert!(namespaces.iter().any(|n| n == "user"), "{log}");
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exec_mode_runs_a_real_action() {
+    let Some(server) = start(SandboxMode::Exec).await else {
+        return;
+    };
+    let channel = server.tcp_channel().await;
+    if !probe(&channel).await {
+        return;
+    }
+    let mut cas = ContentAddressableStorageClient::new(channel.clone());
+    let f = DigestFunction::Blake3;
+    let root = put_tree(&mut cas, f, &[("a", b"x", false)]).await;
+    let action = put_action(&mut cas, f, &sh("cat a; echo y"), root).await;
+    let (_, resp) = execute(&mut ExecutionClient::new(channel), f, action, false)
+        .await
+        .unwrap();
+    assert_eq!(resp.status.as_ref().unwrap().code, 0, "{resp:?}");
+    assert_eq!(resp.result.unwrap().stdout_raw, b"xy\n");
+    assert_eq!(
+        server.daemon.ctx.engine.sandbox().supervisor_pid().await,
+        None
+    );
+    server.stop().await;
+}
+
+/// Processes whose command line is exactly `argv`.
+fn processes_running(argv: &[&str]) -> Vec<u32> {
+    let want: Vec<u8> = argv
+        .iter()
+        .flat_map(|a| [a.as_bytes(), b"\0"].concat())
+        .collect();
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| c == want))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_supervisor_fails_its_action_tears_it_down_and_is_replaced() {
+    let Some(server) = start(SandboxMode::Supervisor).await else {
+        return;
+    };
+    let channel = server.unix_channel().await;
+    if !probe(&channel).await {
+        return;
+    }
+    let sandbox = server.daemon.ctx.engine.sandbox();
+    let first = sandbox.supervisor_pid().await.expect("a supervisor runs");
+    let mut cas = ContentAddressableStorageClient::new(channel.clone());
+    let f = DigestFunction::Sha256;
+    let empty = put_tree(&mut cas, f, &[]).await;
+    let long = put_action(&mut cas, f, &sh("exec sleep 37"), empty).await;
+    let mut exec = ExecutionClient::new(channel.clone());
+    let running = tokio::spawn(async move { execute(&mut exec, f, long, false).await });
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while processes_running(&["sleep", "37"]).is_empty() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the step never started"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(first as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    let started = std::time::Instant::now();
+    let (_, resp) = running.await.unwrap().unwrap();
+    let status = resp.status.unwrap();
+    assert_eq!(status.code, Code::Unavailable as i32, "{status:?}");
+    assert!(status.message.contains("died"), "{status:?}");
+    assert!(started.elapsed() < std::time::Duration::from_secs(15));
+    // The orphaned runner got SIGTERM and tore its sandbox down.
+    assert_eq!(processes_running(&["sleep", "37"]), Vec::<u32>::new());
+
+    let again = put_action(&mut cas, f, &sh("echo again"), empty).await;
+    let (_, resp) = execute(&mut ExecutionClient::new(channel.clone()), f, again, false)
+        .await
+        .unwrap();
+    assert_eq!(resp.status.as_ref().unwrap().code, 0, "{resp:?}");
+    assert_eq!(resp.result.unwrap().stdout_raw, b"again\n");
+    assert_ne!(sandbox.supervisor_pid().await, Some(first));
     server.stop().await;
 }

@@ -196,6 +196,26 @@ impl Engine {
         }
     }
 
+    /// How actions reach the sandbox helper.
+    pub fn sandbox(&self) -> &crate::exec::helper::Sandbox {
+        &self.settings.run_env.sandbox
+    }
+
+    /// Images and profiles actions may choose from (for `hermetic.v1.Status`).
+    pub fn choices(&self) -> &Choices {
+        &self.settings.choices
+    }
+
+    /// Actions waiting for a slot, and actions accepted and not finished.
+    pub fn queue_load(&self) -> (usize, usize) {
+        (self.queued.load(Ordering::SeqCst), *self.active.borrow())
+    }
+
+    /// Whether new executions are accepted (false once shutdown began).
+    pub fn is_accepting(&self) -> bool {
+        self.accepting.load(Ordering::SeqCst)
+    }
+
     /// The operation named `name`.
     pub fn get(&self, name: &str) -> Result<Arc<Operation>> {
         lock(&self.ops)

@@ -1,14 +1,17 @@
-//! Running the sandbox helper: `hermetic-sandbox --spec SPEC.json --status
-//! STATUS.json`, started with an ordinary `tokio::process::Command` (the
-//! daemon itself never forks a sandbox).
+//! Running the sandbox helper, in one of two modes ([`SandboxMode`]):
+//! through the long-lived supervisor ([`super::supervisor`], the default),
+//! or one `hermetic-sandbox --spec SPEC.json --status STATUS.json` per
+//! action ([`run`]). Either way the helper is started with an ordinary
+//! `tokio::process::Command`: the daemon itself never forks a sandbox.
 //!
-//! The helper's exit code is not the source of truth: STATUS.json is. On
-//! cancellation or when the helper overruns the action's timeout by far, it
-//! gets SIGTERM (so it can tear the sandbox down and report `cancelled`),
-//! then SIGKILL after a grace period.
+//! In exec mode the helper's exit code is not the source of truth:
+//! STATUS.json is. On cancellation or when the helper overruns the
+//! action's timeout by far, it gets SIGTERM (so it can tear the sandbox
+//! down and report `cancelled`), then SIGKILL after a grace period.
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
+use std::sync::Arc;
 use std::time::Duration;
 
 use hermetic_sandbox::spec::Spec;
@@ -16,7 +19,55 @@ use hermetic_sandbox::status::Status;
 use tokio::sync::watch;
 use tracing::{debug, warn};
 
+use crate::config::SandboxMode;
 use crate::error::{Error, Result};
+use crate::exec::supervisor::Supervisor;
+
+/// How actions reach the helper.
+#[derive(Debug, Clone)]
+pub enum Sandbox {
+    /// One `hermetic-sandbox --spec --status` process per action.
+    Exec(PathBuf),
+    /// One long-lived `hermetic-sandbox --supervisor` for the daemon.
+    Supervisor(Arc<Supervisor>),
+}
+
+impl Sandbox {
+    /// The helper `helper` in `mode`; `grace` bounds how long a cancelled
+    /// action may take to report.
+    pub fn new(mode: SandboxMode, helper: PathBuf, grace: Duration) -> Self {
+        match mode {
+            SandboxMode::Exec => Sandbox::Exec(helper),
+            SandboxMode::Supervisor => {
+                Sandbox::Supervisor(Arc::new(Supervisor::new(helper, grace)))
+            }
+        }
+    }
+
+    /// Runs `spec` to completion or cancellation. `files` are used in exec
+    /// mode only (the supervisor speaks through pipes).
+    pub async fn run(
+        &self,
+        spec: &Spec,
+        files: &HelperFiles,
+        cancel: &mut watch::Receiver<bool>,
+        backstop: Duration,
+        grace: Duration,
+    ) -> Result<HelperRun> {
+        match self {
+            Sandbox::Exec(helper) => run(helper, spec, files, cancel, backstop, grace).await,
+            Sandbox::Supervisor(s) => s.run(spec, cancel, backstop).await,
+        }
+    }
+
+    /// The supervisor's pid while one runs.
+    pub async fn supervisor_pid(&self) -> Option<u32> {
+        match self {
+            Sandbox::Exec(_) => None,
+            Sandbox::Supervisor(s) => s.pid().await,
+        }
+    }
+}
 
 /// How the helper run ended.
 #[derive(Debug)]

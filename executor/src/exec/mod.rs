@@ -9,3 +9,4 @@ pub mod outputs;
 pub mod platform;
 pub mod runner;
 pub mod staging;
+pub mod supervisor;

@@ -25,7 +25,7 @@ use crate::cas::{Store, blocking};
 use crate::digest::{BlobKey, DigestFunction};
 use crate::error::{Error, Result, ok_status};
 use crate::exec::action::{Prepared, under_workdir};
-use crate::exec::helper::{self, HelperFiles};
+use crate::exec::helper::{HelperFiles, Sandbox};
 use crate::exec::log::{ExecutionLog, LOG_NAME, LOG_VERSION, Stamps, micros};
 use crate::exec::{outputs, staging};
 use crate::service::ac_service::inline_result;
@@ -37,8 +37,8 @@ pub struct RunEnv {
     pub store: Arc<Store>,
     /// Where per-action directories are made.
     pub actions_dir: PathBuf,
-    /// The sandbox helper binary.
-    pub helper: PathBuf,
+    /// The sandbox helper and how it is driven.
+    pub sandbox: Sandbox,
     /// The worker name reported in metadata.
     pub worker: String,
     /// SIGTERM-to-SIGKILL grace for the helper.
@@ -273,15 +273,10 @@ async fn run_steps(
         + Duration::from_millis(p.selection.profile.limits.grace_ms)
         + Duration::from_secs(30);
     log.timestamps.execution_start = now();
-    let run = helper::run(
-        &env.helper,
-        &spec,
-        &files,
-        &mut cancel,
-        backstop,
-        env.kill_grace,
-    )
-    .await?;
+    let run = env
+        .sandbox
+        .run(&spec, &files, &mut cancel, backstop, env.kill_grace)
+        .await?;
     log.timestamps.execution_completed = now();
 
     // 3. Ingest stdout, stderr and the outputs.
@@ -441,7 +436,11 @@ async fn run_steps(
 /// staged tree already).
 fn sandbox_owner(profile: &hermetic_sandbox::profile::Profile) -> Option<(u32, u32)> {
     let ids = hermetic_sandbox::run::host_ids(&profile.user);
-    (ids != (nix::unistd::geteuid().as_raw(), nix::unistd::getegid().as_raw())).then_some(ids)
+    (ids != (
+        nix::unistd::geteuid().as_raw(),
+        nix::unistd::getegid().as_raw(),
+    ))
+        .then_some(ids)
 }
 
 /// Ingests a stdout or stderr file; absent means empty.

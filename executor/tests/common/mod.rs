@@ -140,6 +140,52 @@ pub fn digest(k: &BlobKey) -> Option<Digest> {
     Some(k.to_proto())
 }
 
+pub mod fake {
+    //! The fake helper (`tests/support/fake-sandbox.py`): the helper's
+    //! contract (spec/status files, and the `--supervisor` JSON lines)
+    //! without any isolation, for engine tests.
+
+    use std::path::Path;
+
+    use hermeticd::config::Config;
+
+    /// The fake helper script.
+    pub const FAKE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/support/fake-sandbox.py");
+
+    /// A test profile, an empty image made the default, the fake helper.
+    pub fn configure(c: &mut Config, dir: &Path) {
+        let profiles = dir.join("profiles");
+        std::fs::create_dir_all(&profiles).unwrap();
+        std::fs::write(
+            profiles.join("strict.toml"),
+            "name = \"strict\"\ndescription = \"test profile\"\n",
+        )
+        .unwrap();
+        let rootfs = dir.join("rootfs");
+        std::fs::create_dir_all(&rootfs).unwrap();
+        c.profiles_dir = Some(profiles);
+        c.images.insert("busybox".into(), rootfs);
+        c.default_image = Some("busybox".into());
+        c.sandbox_helper = Some(FAKE.into());
+    }
+
+    /// Whether python3 runs (required under CI=true).
+    pub fn python_available() -> bool {
+        let ok = std::process::Command::new("python3")
+            .arg("--version")
+            .output()
+            .is_ok_and(|o| o.status.success());
+        if !ok {
+            assert!(
+                std::env::var("CI").as_deref() != Ok("true"),
+                "python3 is required for the engine tests in CI"
+            );
+            eprintln!("SKIP: python3 is not available; the fake sandbox helper cannot run");
+        }
+        ok
+    }
+}
+
 pub mod actions {
     //! Building and running actions.
 

@@ -12,6 +12,64 @@ import sys
 import time
 
 args = sys.argv[1:]
+
+
+def supervise():
+    """--supervisor: the helper's JSON-lines protocol. Each spec runs as
+    this script in --spec/--status mode (in this process group, so the
+    daemon can stop the runners a dead supervisor leaves); a cancel line
+    sends that runner SIGTERM. Commands see FAKE_SUPERVISOR_PID."""
+    import tempfile
+    import threading
+
+    lock = threading.Lock()
+    runners = {}
+    tmp = tempfile.mkdtemp(prefix="fake-supervisor-")
+
+    def respond(rid, status):
+        line = json.dumps({"id": rid, "status": status}) + "\n"
+        with lock:
+            sys.stdout.write(line)
+            sys.stdout.flush()
+
+    def run(rid, spec):
+        spec_file = os.path.join(tmp, "%d.spec" % rid)
+        status_file = os.path.join(tmp, "%d.status" % rid)
+        spec["env"] = spec.get("env", []) + [["FAKE_SUPERVISOR_PID", str(os.getpid())]]
+        with open(spec_file, "w") as f:
+            json.dump(spec, f)
+        proc = subprocess.Popen([sys.executable, __file__, "--spec", spec_file, "--status", status_file])
+        with lock:
+            runners[rid] = proc
+        proc.wait()
+        with lock:
+            del runners[rid]
+        with open(status_file) as f:
+            respond(rid, json.load(f))
+
+    threads = []
+    for line in sys.stdin:
+        if not line.strip():
+            continue
+        req = json.loads(line)
+        if req.get("cancel"):
+            with lock:
+                proc = runners.get(req["id"])
+            if proc is not None:
+                proc.send_signal(signal.SIGTERM)
+            continue
+        t = threading.Thread(target=run, args=(req["id"], req["spec"]))
+        t.start()
+        threads.append(t)
+    for t in threads:
+        t.join()
+    shutil.rmtree(tmp, ignore_errors=True)
+    sys.exit(0)
+
+
+if "--supervisor" in args:
+    supervise()
+
 spec_path = args[args.index("--spec") + 1]
 status_path = args[args.index("--status") + 1]
 spec = json.load(open(spec_path))
