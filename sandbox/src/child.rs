@@ -70,8 +70,8 @@ pub struct ChildPlan {
     pub seccomp: Option<CompiledFilter>,
     /// The highest capability number (from /proc/sys/kernel/cap_last_cap).
     pub last_cap: u64,
-    /// Restrict to this many CPUs.
-    pub cpus: Option<u32>,
+    /// Non-semantic variations (CPUs, clocks, pids, ASLR).
+    pub variation: crate::spec::Variation,
     /// fds for the step's stdout and stderr (`None`: inherit).
     pub stdout: Option<OwnedFd>,
     /// See `stdout`.
@@ -88,6 +88,9 @@ pub struct ChildPipes {
     /// Step → helper: confinement report, then EOF at exec.
     pub exec: OwnedFd,
 }
+
+/// `personality(2)` flag turning off address-space randomization.
+const ADDR_NO_RANDOMIZE: libc::c_ulong = 0x0040000;
 
 fn send(fd: RawFd, msg: &str) {
     // One write of at most PIPE_BUF bytes is atomic; messages stay short.
@@ -166,12 +169,24 @@ pub fn creator(plan: &ChildPlan, pipes: &ChildPipes) -> ! {
         | CloneFlags::CLONE_NEWNET
         | CloneFlags::CLONE_NEWIPC
         | CloneFlags::CLONE_NEWUTS
-        | CloneFlags::CLONE_NEWCGROUP;
+        | CloneFlags::CLONE_NEWCGROUP
+        | CloneFlags::from_bits_retain(libc::CLONE_NEWTIME);
     if let Err(e) = nix::sched::unshare(flags) {
         die(
             ctl,
-            format!("failed to create mount/pid/net/ipc/uts/cgroup namespaces: {e}"),
+            format!("failed to create mount/pid/net/ipc/uts/cgroup/time namespaces: {e}"),
         );
+    }
+    // Clock offsets must be written before any process enters the time
+    // namespace: init, cloned next, is the first.
+    let offset = plan.variation.clock_offset_secs;
+    if offset > 0
+        && let Err(e) = write_file(
+            "/proc/self/timens_offsets",
+            &format!("monotonic {offset} 0\nboottime {offset} 0\n"),
+        )
+    {
+        die(ctl, e);
     }
     // CLONE_PARENT makes init the helper's child: the helper waits for it,
     // gets its rusage and can kill the whole pid namespace by killing it.
@@ -281,6 +296,12 @@ fn ns_inode(name: &str) -> Result<u64, String> {
 
 /// Builds and verifies the root filesystem; returns a JSON report.
 fn setup_root(plan: &ChildPlan) -> Result<String, String> {
+    if plan.variation.pid_offset > 0 {
+        // ns_last_pid acts on the writer's pid namespace, whichever procfs
+        // it is reached through; /proc/sys is read-only once mounted ours.
+        let last = plan.variation.pid_offset.to_string();
+        write_file("/proc/sys/kernel/ns_last_pid", &last)?;
+    }
     nix::unistd::sethostname(&plan.hostname)
         .map_err(|e| format!("failed to set the hostname: {e}"))?;
     // SAFETY: setdomainname reads `len` bytes from a static string.
@@ -396,7 +417,7 @@ fn step(plan: &ChildPlan, pipes: &ChildPipes) -> ! {
             plan.cwd
         ));
     }
-    if let Some(n) = plan.cpus {
+    if let Some(n) = plan.variation.cpus {
         let mut set = nix::sched::CpuSet::new();
         let online = nix::sched::sched_getaffinity(Pid::from_raw(0)).unwrap_or(set);
         let mut added = 0;
@@ -408,6 +429,15 @@ fn step(plan: &ChildPlan, pipes: &ChildPipes) -> ! {
         }
         if let Err(e) = nix::sched::sched_setaffinity(Pid::from_raw(0), &set) {
             fail(format!("failed to restrict to {n} cpus: {e}"));
+        }
+    }
+    if plan.variation.no_aslr {
+        // SAFETY: personality with an integer argument; 0xffffffff queries.
+        let current = unsafe { libc::personality(0xffff_ffff) };
+        let wanted = (current as libc::c_ulong) | ADDR_NO_RANDOMIZE;
+        // SAFETY: as above.
+        if current == -1 || unsafe { libc::personality(wanted) } == -1 {
+            fail(format!("failed to disable ASLR: {}", nix::Error::last()));
         }
     }
     if let Err(e) = confine::set_rlimits(&plan.rlimits) {

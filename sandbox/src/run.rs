@@ -19,7 +19,7 @@ use crate::spec::{Spec, Stdio};
 use crate::status::{LimitsInForce, Outcome, Restrictions, Status};
 
 /// Namespaces the sandbox creates, by their `/proc/self/ns` names.
-pub const NAMESPACES: &[&str] = &["user", "mnt", "pid", "net", "ipc", "uts", "cgroup"];
+pub const NAMESPACES: &[&str] = &["user", "mnt", "pid", "net", "ipc", "uts", "cgroup", "time"];
 
 /// Host uid base for sandbox ids when the helper runs as root: sandbox uid
 /// N maps to host uid `HOST_ID_BASE + N`, an unprivileged range.
@@ -84,6 +84,7 @@ pub fn run_then(spec: &Spec, report: impl FnOnce(&Status)) {
     let start = Instant::now();
     let mut status = Status {
         version: crate::spec::SPEC_VERSION,
+        variation: spec.variation.clone(),
         ..Default::default()
     };
     if let Err(e) = spec.validate() {
@@ -277,7 +278,7 @@ fn run_inner(spec: &Spec, start: Instant, status: &mut Status) -> Result<Guard, 
         landlock: profile.landlock.enabled.then(|| profile.landlock.clone()),
         seccomp,
         last_cap: crate::confine::last_cap(),
-        cpus: spec.variation.cpus,
+        variation: spec.variation.clone(),
         stdout: open_stdio(&spec.stdout)?,
         stderr: open_stdio(&spec.stderr)?,
     };

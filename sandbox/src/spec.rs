@@ -114,6 +114,17 @@ pub struct Variation {
     /// Restrict the step to this many CPUs (affinity); `None`: all.
     #[serde(default)]
     pub cpus: Option<u32>,
+    /// Shift `CLOCK_MONOTONIC` and `CLOCK_BOOTTIME` by this many seconds
+    /// (time namespace offsets; non-negative).
+    #[serde(default)]
+    pub clock_offset_secs: u32,
+    /// Start the step's pid at this number plus one (the pid namespace's
+    /// last pid is set before the step is forked); 0: the step is pid 2.
+    #[serde(default)]
+    pub pid_offset: u32,
+    /// Disable address-space layout randomization for the step.
+    #[serde(default)]
+    pub no_aslr: bool,
 }
 
 /// Errors in a spec found before anything is set up.

@@ -33,6 +33,9 @@ pub struct Status {
     pub output_errors: Vec<String>,
     /// When the outcome is an error of the sandbox itself, what failed.
     pub error: Option<String>,
+    /// The non-semantic variations applied (reproducibility checks).
+    #[serde(default)]
+    pub variation: crate::spec::Variation,
 }
 
 /// How an execution ended.

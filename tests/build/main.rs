@@ -114,7 +114,7 @@ fn multi_file_c_build_with_make_runs_sealed_and_reproducibly() {
         "{r:?}"
     );
     assert_eq!(r.landlock.enforced, "full");
-    assert_eq!(r.namespaces.len(), 7, "{:?}", r.namespaces);
+    assert_eq!(r.namespaces.len(), 8, "{:?}", r.namespaces);
     let prog = status
         .outputs
         .iter()
