@@ -81,6 +81,40 @@ pub fn run(spec: &Spec) -> Status {
 /// left (the action's cgroup, the scratch directory): the caller learns the
 /// result without waiting for that clean-up.
 pub fn run_then(spec: &Spec, report: impl FnOnce(&Status)) {
+    run_prepared(spec, None, report)
+}
+
+/// The per-profile work a long-lived caller does once: the compiled
+/// seccomp filter, the profile's digest and the capability count.
+#[derive(Debug, Clone)]
+pub struct Prepared {
+    /// The filter (`None` when the profile disables seccomp).
+    pub seccomp: Option<crate::seccomp::CompiledFilter>,
+    /// `Profile::digest()`.
+    pub profile_digest: String,
+    /// `/proc/sys/kernel/cap_last_cap`.
+    pub last_cap: u64,
+}
+
+impl Prepared {
+    /// Compiles what a profile needs before any execution.
+    pub fn new(profile: &crate::profile::Profile) -> Result<Self, String> {
+        let seccomp = if profile.seccomp.enabled {
+            Some(crate::seccomp::compile(&profile.seccomp).map_err(|e| format!("seccomp: {e}"))?)
+        } else {
+            None
+        };
+        Ok(Prepared {
+            seccomp,
+            profile_digest: profile.digest(),
+            last_cap: crate::confine::last_cap(),
+        })
+    }
+}
+
+/// [`run_then`] with the profile's policy already compiled (the supervisor
+/// compiles each profile once and forks runners that inherit it).
+pub fn run_prepared(spec: &Spec, prepared: Option<&Prepared>, report: impl FnOnce(&Status)) {
     let start = Instant::now();
     let mut status = Status {
         version: crate::spec::SPEC_VERSION,
@@ -90,7 +124,18 @@ pub fn run_then(spec: &Spec, report: impl FnOnce(&Status)) {
     if let Err(e) = spec.validate() {
         return report(&Status::setup_failed(e.to_string()));
     }
-    match run_inner(spec, start, &mut status) {
+    let owned;
+    let prepared = match prepared {
+        Some(p) => p,
+        None => match Prepared::new(&spec.profile) {
+            Ok(p) => {
+                owned = p;
+                &owned
+            }
+            Err(e) => return report(&Status::setup_failed(e)),
+        },
+    };
+    match run_inner(spec, prepared, start, &mut status) {
         Ok(guard) => {
             report(&status);
             drop(guard);
@@ -129,7 +174,12 @@ impl Drop for Guard {
     }
 }
 
-fn run_inner(spec: &Spec, start: Instant, status: &mut Status) -> Result<Guard, String> {
+fn run_inner(
+    spec: &Spec,
+    prepared: &Prepared,
+    start: Instant,
+    status: &mut Status,
+) -> Result<Guard, String> {
     let profile = &spec.profile;
     let limits = spec.effective_limits();
     let root_mode = nix::unistd::geteuid().is_root();
@@ -183,12 +233,8 @@ fn run_inner(spec: &Spec, start: Instant, status: &mut Status) -> Result<Guard, 
         }
     };
 
-    // Policy compiled before any fork.
-    let seccomp = if profile.seccomp.enabled {
-        Some(crate::seccomp::compile(&profile.seccomp).map_err(|e| format!("seccomp: {e}"))?)
-    } else {
-        None
-    };
+    // Policy compiled before any fork (once per profile in the supervisor).
+    let seccomp = prepared.seccomp.clone();
     let seccomp_rules = seccomp.as_ref().map_or(0, |s| s.rules);
 
     // Limits: a cgroup of our own, or (when the profile allows it) rlimits.
@@ -277,7 +323,7 @@ fn run_inner(spec: &Spec, start: Instant, status: &mut Status) -> Result<Guard, 
         rlimits,
         landlock: profile.landlock.enabled.then(|| profile.landlock.clone()),
         seccomp,
-        last_cap: crate::confine::last_cap(),
+        last_cap: prepared.last_cap,
         variation: spec.variation.clone(),
         stdout: open_stdio(&spec.stdout)?,
         stderr: open_stdio(&spec.stderr)?,
@@ -383,7 +429,7 @@ fn run_inner(spec: &Spec, start: Instant, status: &mut Status) -> Result<Guard, 
     }
     status.restrictions = Restrictions {
         profile: profile.name.clone(),
-        profile_digest: profile.digest(),
+        profile_digest: prepared.profile_digest.clone(),
         namespaces: serde_json::from_value(ready["namespaces"].clone()).unwrap_or_default(),
         host_uid_base: host_ids.0,
         uid: step_report["uid"].as_u64().unwrap_or(u64::MAX) as u32,

@@ -64,6 +64,7 @@ pub fn serve(input: std::fs::File, mut output: impl Write) -> std::io::Result<()
     let mut running: HashMap<u64, Running> = HashMap::new();
     let mut open = true;
     let mut finishing: Vec<Pid> = Vec::new();
+    let mut prepared = Vec::new();
     while open || !running.is_empty() {
         finishing.retain(|&pid| {
             let flags = Some(nix::sys::wait::WaitPidFlag::WNOHANG);
@@ -123,7 +124,7 @@ pub fn serve(input: std::fs::File, mut output: impl Write) -> std::io::Result<()
                     open = false;
                     break;
                 }
-                handle_line(&line, &mut running, &mut output)?;
+                handle_line(&line, &mut running, &mut prepared, &mut output)?;
                 if !lines.buffer().contains(&b'\n') {
                     break;
                 }
@@ -139,6 +140,7 @@ pub fn serve(input: std::fs::File, mut output: impl Write) -> std::io::Result<()
 fn handle_line(
     line: &str,
     running: &mut HashMap<u64, Running>,
+    prepared: &mut Vec<(crate::profile::Profile, crate::run::Prepared)>,
     output: &mut impl Write,
 ) -> std::io::Result<()> {
     if line.trim().is_empty() {
@@ -168,7 +170,22 @@ fn handle_line(
         .spec
         .ok_or_else(|| "request has neither spec nor cancel".to_owned())
         .and_then(|raw| Spec::from_json(raw.get().as_bytes()).map_err(|e| e.to_string()));
-    match spec.and_then(|spec| start(&spec)) {
+    let spec = spec.and_then(|spec| {
+        // Each profile's policy is compiled once, here; runners inherit it.
+        // Profiles are few and compared whole (cheaper than digesting).
+        let i = match prepared.iter().position(|(p, _)| *p == spec.profile) {
+            Some(i) => i,
+            None => {
+                prepared.push((
+                    spec.profile.clone(),
+                    crate::run::Prepared::new(&spec.profile)?,
+                ));
+                prepared.len() - 1
+            }
+        };
+        Ok((spec, i))
+    });
+    match spec.and_then(|(spec, i)| start(&spec, &prepared[i].1)) {
         Ok(r) => {
             running.insert(req.id, r);
             Ok(())
@@ -185,7 +202,7 @@ fn respond(out: &mut impl Write, id: u64, status: &Status) -> std::io::Result<()
 }
 
 /// Forks a runner for one spec; its status comes back through a pipe.
-fn start(spec: &Spec) -> Result<Running, String> {
+fn start(spec: &Spec, prepared: &crate::run::Prepared) -> Result<Running, String> {
     let (r, w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
         .map_err(|e| format!("pipe failed: {e}"))?;
     // SAFETY: the supervisor is single-threaded; the child runs the spec and
@@ -195,7 +212,7 @@ fn start(spec: &Spec) -> Result<Running, String> {
             drop(r);
             // Report first (closing the pipe ends the message), clean up after.
             let mut w = Some(w);
-            crate::run::run_then(spec, |status| {
+            crate::run::run_prepared(spec, Some(prepared), |status| {
                 let bytes = serde_json::to_vec(status).unwrap_or_default();
                 if let Some(w) = w.take() {
                     let _ = std::fs::File::from(w).write_all(&bytes);

@@ -1,0 +1,150 @@
+//! `hermetic-sandbox --supervisor`, the daemon's mode, end to end: specs in
+//! on one pipe, statuses out in completion order, bad lines answered, a
+//! long action cancelled while short ones complete around it.
+//!
+//! Needs root (the strict profile's cgroup limits); prints a SKIP line
+//! otherwise, and fails instead when CI=true.
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use hermetic_sandbox::profile::Profile;
+use hermetic_sandbox::spec::{SPEC_VERSION, Spec, Stdio as StepStdio};
+use hermetic_sandbox::status::{Outcome, Status};
+
+fn target_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("current_exe");
+    exe.parent()
+        .and_then(Path::parent)
+        .expect("target/<profile>")
+        .to_path_buf()
+}
+
+fn root_or_skip() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } == 0 {
+        return true;
+    }
+    assert!(
+        std::env::var("CI").as_deref() != Ok("true"),
+        "needs root; CI=true forbids skipping"
+    );
+    eprintln!("SKIP: the supervisor test needs root");
+    false
+}
+
+fn spec(base: &Path, n: u32, script: &str) -> Spec {
+    let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
+    Spec {
+        version: SPEC_VERSION,
+        rootfs: base.join("rootfs"),
+        input: None,
+        scratch: base.join(format!("scratch-{n}")),
+        output_dir: None,
+        outputs: vec![],
+        argv: vec!["/bin/sh".into(), "-c".into(), script.into()],
+        env: vec![],
+        cwd: String::new(),
+        profile: Profile::load(&manifest.join("../sandbox-profiles"), "strict").unwrap(),
+        limits: Default::default(),
+        stdout: StepStdio::File(base.join(format!("stdout-{n}"))),
+        stderr: StepStdio::Null,
+        cgroup_parent: None,
+        variation: Default::default(),
+    }
+}
+
+#[test]
+fn specs_in_statuses_out_with_cancel_and_bad_lines() {
+    if !root_or_skip() {
+        return;
+    }
+    let base = std::env::temp_dir().join(format!("hermetic-supervisor-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&base);
+    std::fs::create_dir_all(&base).unwrap();
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/busybox-rootfs.sh");
+    let built = Command::new(&script)
+        .arg(base.join("rootfs"))
+        .status()
+        .expect("busybox-rootfs.sh");
+    assert!(
+        built.success(),
+        "scripts/busybox-rootfs.sh failed (apt-get install busybox-static)"
+    );
+
+    let mut sup = Command::new(target_dir().join("hermetic-sandbox"))
+        .arg("--supervisor")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start the supervisor (cargo build -p hermetic-sandbox)");
+    let mut input = sup.stdin.take().unwrap();
+    let mut output = BufReader::new(sup.stdout.take().unwrap());
+    let send = |input: &mut std::process::ChildStdin, line: String| {
+        input.write_all(line.as_bytes()).unwrap();
+        input.write_all(b"\n").unwrap();
+        input.flush().unwrap();
+    };
+    let req = |id: u32, s: &Spec| serde_json::json!({"id": id, "spec": s}).to_string();
+
+    // A long action first, then two short ones and a bad line, in one write.
+    let started = Instant::now();
+    let mut batch = vec![req(1, &spec(&base, 1, "sleep 600"))];
+    batch.push(req(2, &spec(&base, 2, "echo two")));
+    batch.push(req(3, &spec(&base, 3, "exit 3")));
+    batch.push("this is not json".into());
+    send(&mut input, batch.join("\n"));
+    let mut seen = std::collections::BTreeMap::new();
+    let mut read = |output: &mut BufReader<std::process::ChildStdout>| {
+        let mut line = String::new();
+        output.read_line(&mut line).unwrap();
+        let v: serde_json::Value = serde_json::from_str(&line).expect("a JSON status line");
+        let status: Status = serde_json::from_value(v["status"].clone()).unwrap();
+        (v["id"].as_u64().unwrap(), status)
+    };
+    for _ in 0..3 {
+        let (id, status) = read(&mut output);
+        seen.insert(id, status);
+    }
+    // The short ones and the bad line come back while the long one runs.
+    assert_eq!(seen[&2].outcome, Outcome::Completed);
+    assert_eq!(seen[&2].exit_code, Some(0));
+    assert_eq!(
+        std::fs::read_to_string(base.join("stdout-2")).unwrap(),
+        "two\n"
+    );
+    assert_eq!(seen[&3].exit_code, Some(3));
+    assert_eq!(seen[&0].outcome, Outcome::SetupFailed);
+    assert!(
+        seen[&0]
+            .error
+            .as_deref()
+            .unwrap()
+            .contains("bad request line")
+    );
+    // Cancel the long one.
+    send(
+        &mut input,
+        serde_json::json!({"id": 1, "cancel": true}).to_string(),
+    );
+    let (id, status) = read(&mut output);
+    assert_eq!(id, 1);
+    assert_eq!(status.outcome, Outcome::Cancelled, "{status:?}");
+    assert!(
+        started.elapsed() < Duration::from_secs(300),
+        "the cancel did not end the action"
+    );
+    // End of input ends the supervisor once nothing runs.
+    drop(input);
+    assert!(sup.wait().unwrap().success());
+    for n in 1..=3 {
+        assert!(
+            !base.join(format!("scratch-{n}")).exists(),
+            "scratch-{n} left behind"
+        );
+    }
+    std::fs::remove_dir_all(&base).unwrap();
+}
