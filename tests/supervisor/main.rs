@@ -98,7 +98,7 @@ fn specs_in_statuses_out_with_cancel_and_bad_lines() {
     batch.push("this is not json".into());
     send(&mut input, batch.join("\n"));
     let mut seen = std::collections::BTreeMap::new();
-    let mut read = |output: &mut BufReader<std::process::ChildStdout>| {
+    let read = |output: &mut BufReader<std::process::ChildStdout>| {
         let mut line = String::new();
         output.read_line(&mut line).unwrap();
         let v: serde_json::Value = serde_json::from_str(&line).expect("a JSON status line");
