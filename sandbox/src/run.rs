@@ -339,6 +339,8 @@ fn run_inner(
     };
     // SAFETY: the helper is single-threaded, so the child may run arbitrary
     // code; it never returns (child::creator ends in _exit or execve).
+    let forked_at = Instant::now();
+    status.timings.prepare_us = (forked_at - start).as_micros() as u64;
     let creator = match unsafe { nix::unistd::fork() }.map_err(|e| format!("fork failed: {e}"))? {
         nix::unistd::ForkResult::Child => child::creator(&plan, &pipes),
         nix::unistd::ForkResult::Parent { child } => child,
@@ -365,15 +367,18 @@ fn run_inner(
     // set-up. The two write to the same pipe, in either order.
     let mut init = None;
     let mut ready = None;
+    let mut ready_at = forked_at;
     while init.is_none() || ready.is_none() {
         let line = read_line(&mut ctl, setup_deadline)?;
         if let Some(pid) = line.as_deref().and_then(|l| l.strip_prefix("pid ")) {
             let pid = Pid::from_raw(pid.trim().parse().map_err(|_| format!("bad pid {pid:?}"))?);
             let _ = nix::sys::wait::waitpid(creator, None);
             guard.init = Some(pid);
+            status.timings.namespaces_us = forked_at.elapsed().as_micros() as u64;
             init = Some(pid);
         } else if let Some(r) = line.as_deref().and_then(|l| l.strip_prefix("ready ")) {
             ready = Some(r.to_owned());
+            ready_at = Instant::now();
         } else {
             if init.is_none() {
                 let _ = nix::sys::wait::waitpid(creator, None);
@@ -396,6 +401,12 @@ fn run_inner(
     let mut exec_file = std::fs::File::from(exec_r);
     read_to_end_by(&mut exec_file, &mut exec_report, setup_deadline)?;
     let exec_at = Instant::now();
+    let namespaces_done =
+        forked_at + std::time::Duration::from_micros(status.timings.namespaces_us);
+    status.timings.root_us = ready_at
+        .saturating_duration_since(namespaces_done)
+        .as_micros() as u64;
+    status.timings.confine_us = (exec_at - ready_at).as_micros() as u64;
     status.timings.setup_us = (exec_at - start).as_micros() as u64;
     let mut step_report = None;
     let mut exec_error = None;

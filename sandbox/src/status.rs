@@ -68,9 +68,25 @@ pub struct Timings {
     pub setup_us: u64,
     /// From `execve` to the step's exit.
     pub run_us: u64,
-    /// From the step's exit to every process dead, outputs collected and
-    /// everything removed.
+    /// From the step's exit to every process dead and outputs collected
+    /// (the cgroup and scratch are removed after the status is reported).
     pub teardown_us: u64,
+    /// Set-up in detail: policy, cgroup and mount plan prepared (start to
+    /// the creator's fork).
+    #[serde(default)]
+    pub prepare_us: u64,
+    /// Set-up in detail: the creator made the namespaces and cloned init
+    /// (fork to init's pid reported).
+    #[serde(default)]
+    pub namespaces_us: u64,
+    /// Set-up in detail: init built and verified the root filesystem (up to
+    /// its report, as seen after the namespaces).
+    #[serde(default)]
+    pub root_us: u64,
+    /// Set-up in detail: the step confined itself and called `execve`
+    /// (init's report to the execve).
+    #[serde(default)]
+    pub confine_us: u64,
 }
 
 /// Resource usage.
