@@ -337,10 +337,10 @@ fn run_inner(
         ctl: ctl_w,
         exec: exec_w,
     };
-    // SAFETY: the helper is single-threaded, so the child may run arbitrary
-    // code; it never returns (child::creator ends in _exit or execve).
     let forked_at = Instant::now();
     status.timings.prepare_us = (forked_at - start).as_micros() as u64;
+    // SAFETY: the helper is single-threaded, so the child may run arbitrary
+    // code; it never returns (child::creator ends in _exit or execve).
     let creator = match unsafe { nix::unistd::fork() }.map_err(|e| format!("fork failed: {e}"))? {
         nix::unistd::ForkResult::Child => child::creator(&plan, &pipes),
         nix::unistd::ForkResult::Parent { child } => child,
