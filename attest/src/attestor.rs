@@ -11,8 +11,8 @@ use serde_json::Value;
 use crate::bundle::{Bundle, LogProof};
 use crate::canonical;
 use crate::dsse::Envelope;
-use crate::keys::{KeyError, KeyEvent, KeyStatus, KeyStore, Keyring};
 use crate::keys::store::StoreError;
+use crate::keys::{KeyError, KeyEvent, KeyStatus, KeyStore, Keyring};
 use crate::provenance::{self, PAYLOAD_TYPE};
 use crate::record::{ExecutionRecord, RecordError};
 use crate::tlog::{Log, LogEntry, LogError, OpenReport};
@@ -81,7 +81,11 @@ impl Attestor {
         let mut me = Self { keys, log };
         if me.keys.active().is_none() {
             let pending = me.keys.generate()?;
-            let event = KeyEvent::Created { keyid: pending.keyid, public: pending.public, created: pending.created };
+            let event = KeyEvent::Created {
+                keyid: pending.keyid,
+                public: pending.public,
+                created: pending.created,
+            };
             me.append_key_event(&event)?;
         } else if report.unsigned_entries > 0 || me.log.checkpoint().is_none() {
             me.sign()?;
@@ -106,7 +110,9 @@ impl Attestor {
     }
 
     fn append_key_event(&mut self, event: &KeyEvent) -> Result<LogProof, AttestError> {
-        self.append(&LogEntry::Key { event: event.clone() })
+        self.append(&LogEntry::Key {
+            event: event.clone(),
+        })
     }
 
     /// Builds, signs and logs the provenance of `record`; the bundle is what
@@ -116,7 +122,9 @@ impl Attestor {
         let payload = canonical::to_vec(&statement).expect("statement serializes");
         let (keyid, key) = self.keys.active().ok_or(AttestError::NoActiveKey)?;
         let envelope = Envelope::sign(PAYLOAD_TYPE, &payload, keyid, key);
-        let proof = self.append(&LogEntry::Attestation { envelope: envelope.clone() })?;
+        let proof = self.append(&LogEntry::Attestation {
+            envelope: envelope.clone(),
+        })?;
         Ok(Bundle::new(envelope, proof))
     }
 
@@ -133,24 +141,39 @@ impl Attestor {
     /// The inclusion proof of entry `index` against the latest checkpoint.
     pub fn proof(&self, index: u64) -> Result<LogProof, AttestError> {
         let size = self.log.checkpoint_size();
-        let note = self.log.checkpoint().ok_or(AttestError::NoActiveKey)?.to_string();
+        let note = self
+            .log
+            .checkpoint()
+            .ok_or(AttestError::NoActiveKey)?
+            .to_string();
         let proof = self.log.inclusion_proof(index, size)?;
         Ok(LogProof::new(index, size, &proof, note))
     }
 
     /// Logs an image trust record (any JSON, canonicalized).
     pub fn log_image_trust(&mut self, record: &Value) -> Result<LogProof, AttestError> {
-        self.append(&LogEntry::ImageTrust { record: record.clone() })
+        self.append(&LogEntry::ImageTrust {
+            record: record.clone(),
+        })
     }
 
     /// Makes a new active key; the old one is retired and still verifies
     /// what it signed. Returns the new keyid.
     pub fn rotate(&mut self) -> Result<String, AttestError> {
-        let previous = self.keys.active().ok_or(AttestError::NoActiveKey)?.0.to_string();
+        let previous = self
+            .keys
+            .active()
+            .ok_or(AttestError::NoActiveKey)?
+            .0
+            .to_string();
         let pending = self.keys.generate()?;
         let keyid = pending.keyid.clone();
-        let event =
-            KeyEvent::Rotated { keyid: pending.keyid, public: pending.public, created: pending.created, previous };
+        let event = KeyEvent::Rotated {
+            keyid: pending.keyid,
+            public: pending.public,
+            created: pending.created,
+            previous,
+        };
         self.append_key_event(&event)?;
         Ok(keyid)
     }
@@ -162,14 +185,22 @@ impl Attestor {
         if status == KeyStatus::Revoked {
             return Err(KeyError::Revoked {
                 keyid: keyid.into(),
-                revoked_index: self.keys.keyring().get(keyid)?.revoked_log_index.unwrap_or(0),
+                revoked_index: self
+                    .keys
+                    .keyring()
+                    .get(keyid)?
+                    .revoked_log_index
+                    .unwrap_or(0),
             }
             .into());
         }
         if status == KeyStatus::Active {
             self.rotate()?;
         }
-        let event = KeyEvent::Revoked { keyid: keyid.into(), revoked: crate::Timestamp::now() };
+        let event = KeyEvent::Revoked {
+            keyid: keyid.into(),
+            revoked: crate::Timestamp::now(),
+        };
         self.append_key_event(&event)
     }
 

@@ -60,7 +60,11 @@ pub struct Bundle {
 impl Bundle {
     /// A bundle of `envelope` with `proof`.
     pub fn new(envelope: Envelope, proof: LogProof) -> Self {
-        Self { media_type: BUNDLE_MEDIA_TYPE.into(), dsse_envelope: envelope, log_entry: proof }
+        Self {
+            media_type: BUNDLE_MEDIA_TYPE.into(),
+            dsse_envelope: envelope,
+            log_entry: proof,
+        }
     }
 
     /// Pretty JSON, newline-terminated.

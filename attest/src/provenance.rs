@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use serde_json::{Map, Value, json};
 
-use crate::record::{ExecutionRecord, FileRecord, RecordError, ReapiDigest};
+use crate::record::{ExecutionRecord, FileRecord, ReapiDigest, RecordError};
 
 /// `_type` of every statement.
 pub const STATEMENT_TYPE: &str = "https://in-toto.io/Statement/v1";
@@ -71,9 +71,9 @@ pub fn statement(record: &ExecutionRecord) -> Result<Value, RecordError> {
         let mut inputs: Vec<&FileRecord> = inputs.iter().collect();
         inputs.sort_by(|a, b| a.path.cmp(&b.path));
         deps.extend(
-            inputs
-                .iter()
-                .map(|f| json!({"name": format!("input-root/{}", f.path), "digest": file_digest(f)})),
+            inputs.iter().map(
+                |f| json!({"name": format!("input-root/{}", f.path), "digest": file_digest(f)}),
+            ),
         );
     }
 
@@ -152,12 +152,24 @@ mod tests {
         assert_eq!(s["_type"], STATEMENT_TYPE);
         assert_eq!(s["predicateType"], PREDICATE_TYPE);
         assert_eq!(s["subject"][0]["name"], "out/hello");
-        assert_eq!(s["subject"][0]["digest"]["blake3"].as_str().unwrap().len(), 64);
+        assert_eq!(
+            s["subject"][0]["digest"]["blake3"].as_str().unwrap().len(),
+            64
+        );
         let p = &s["predicate"];
         assert_eq!(p["buildDefinition"]["buildType"], BUILD_TYPE);
-        assert_eq!(p["buildDefinition"]["externalParameters"]["timeout"], "600s");
-        assert_eq!(p["buildDefinition"]["resolvedDependencies"][2]["name"], "input-root/hello.c");
-        assert_eq!(p["runDetails"]["metadata"]["startedOn"], "2023-11-14T22:13:20Z");
+        assert_eq!(
+            p["buildDefinition"]["externalParameters"]["timeout"],
+            "600s"
+        );
+        assert_eq!(
+            p["buildDefinition"]["resolvedDependencies"][2]["name"],
+            "input-root/hello.c"
+        );
+        assert_eq!(
+            p["runDetails"]["metadata"]["startedOn"],
+            "2023-11-14T22:13:20Z"
+        );
         assert_eq!(p["runDetails"]["byproducts"][2]["name"], "execution-log");
     }
 

@@ -183,8 +183,15 @@ impl ExecutionRecord {
         }
         check_hex("input_root.hash", &self.input_root.hash, 64)?;
         check_hex("image.digest.hash", &self.image.digest.hash, 64)?;
-        check_hex("image.trust_record_sha256", &self.image.trust_record_sha256, 64)?;
-        check_prefixed("image.source_manifest_digest", &self.image.source_manifest_digest)?;
+        check_hex(
+            "image.trust_record_sha256",
+            &self.image.trust_record_sha256,
+            64,
+        )?;
+        check_prefixed(
+            "image.source_manifest_digest",
+            &self.image.source_manifest_digest,
+        )?;
         check_prefixed("profile_digest", &self.profile_digest)?;
         for (f, d) in [
             ("stdout", &self.stdout),
@@ -270,7 +277,7 @@ pub(crate) fn hex(bytes: &[u8]) -> String {
 
 /// Decodes lowercase or uppercase hex.
 pub(crate) fn unhex(s: &str) -> Option<Vec<u8>> {
-    if s.len() % 2 != 0 {
+    if !s.len().is_multiple_of(2) {
         return None;
     }
     (0..s.len())
@@ -287,7 +294,11 @@ pub(crate) mod tests {
     pub(crate) fn sample() -> ExecutionRecord {
         let z = "0".repeat(64);
         ExecutionRecord {
-            argv: vec!["/bin/sh".into(), "-c".into(), "cc -o out/hello hello.c".into()],
+            argv: vec![
+                "/bin/sh".into(),
+                "-c".into(),
+                "cc -o out/hello hello.c".into(),
+            ],
             env: BTreeMap::from([("PATH".into(), "/usr/bin:/bin".into())]),
             cwd: String::new(),
             declared_outputs: vec!["out/hello".into()],
@@ -310,7 +321,10 @@ pub(crate) mod tests {
             finished_on: Timestamp::from_unix(1_700_000_002),
             stdout: ReapiDigest::of(b""),
             stderr: ReapiDigest::of(b"warning\n"),
-            execution_log: ReapiDigest { hash: z, size_bytes: 0 },
+            execution_log: ReapiDigest {
+                hash: z,
+                size_bytes: 0,
+            },
             outputs: vec![FileRecord::of("out/hello", b"\x7fELF hello", true)],
             inputs: Some(vec![FileRecord::of("hello.c", b"int main(){}\n", false)]),
         }
@@ -337,8 +351,17 @@ pub(crate) mod tests {
     #[test]
     fn known_digests() {
         let f = FileRecord::of("a", b"abc", false);
-        assert_eq!(f.sha256, "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
-        assert_eq!(f.sha1.as_deref(), Some("a9993e364706816aba3e25717850c26c9cd0d89d"));
-        assert_eq!(f.blake3, "6437b3ac38465133ffb63b75273a8db548c558465d79db03fd359c6cd5bd9d85");
+        assert_eq!(
+            f.sha256,
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
+        assert_eq!(
+            f.sha1.as_deref(),
+            Some("a9993e364706816aba3e25717850c26c9cd0d89d")
+        );
+        assert_eq!(
+            f.blake3,
+            "6437b3ac38465133ffb63b75273a8db548c558465d79db03fd359c6cd5bd9d85"
+        );
     }
 }

@@ -115,10 +115,12 @@ pub fn verify_bundle(bundle: &Bundle, keyring: &Keyring) -> Result<VerifiedBundl
         let ids: Vec<&str> = env.signatures.iter().map(|s| s.keyid.as_str()).collect();
         return Err(VerifyError::UnknownKey(ids.join(", ")));
     };
-    let vk = key
-        .verifying_key()
-        .map_err(|e| VerifyError::KeyNotValid { index: bundle.log_entry.log_index, reason: e })?;
-    env.verify(&sig.keyid, &vk).map_err(VerifyError::Signature)?;
+    let vk = key.verifying_key().map_err(|e| VerifyError::KeyNotValid {
+        index: bundle.log_entry.log_index,
+        reason: e,
+    })?;
+    env.verify(&sig.keyid, &vk)
+        .map_err(VerifyError::Signature)?;
 
     // 2. The checkpoint, signed under the keyring's origin by a valid key.
     let keys = keyring
@@ -128,35 +130,60 @@ pub fn verify_bundle(bundle: &Bundle, keyring: &Keyring) -> Result<VerifiedBundl
         .collect::<Result<Vec<_>, _>>()
         .map_err(VerifyError::CheckpointKey)?;
     let proof = &bundle.log_entry;
-    let (cp, signer) =
-        Checkpoint::verify(&proof.checkpoint, &keyring.origin, &keys).map_err(VerifyError::Checkpoint)?;
-    keyring.keys[signer].check_checkpoint(cp.size).map_err(VerifyError::CheckpointKey)?;
+    let (cp, signer) = Checkpoint::verify(&proof.checkpoint, &keyring.origin, &keys)
+        .map_err(VerifyError::Checkpoint)?;
+    keyring.keys[signer]
+        .check_checkpoint(cp.size)
+        .map_err(VerifyError::CheckpointKey)?;
     if proof.tree_size != cp.size {
-        return Err(VerifyError::TreeSize { proof: proof.tree_size, checkpoint: cp.size });
+        return Err(VerifyError::TreeSize {
+            proof: proof.tree_size,
+            checkpoint: cp.size,
+        });
     }
 
     // 3. The envelope is the leaf at its index under the checkpoint's root.
-    let leaf = LogEntry::Attestation { envelope: env.clone() }.leaf_data();
+    let leaf = LogEntry::Attestation {
+        envelope: env.clone(),
+    }
+    .leaf_data();
     let hashes = proof.hashes().ok_or(VerifyError::NotInLog {
         index: proof.log_index,
         reason: ProofError::WrongLength,
     })?;
-    verify_inclusion(&leaf_hash(&leaf), proof.log_index, cp.size, &hashes, &cp.root)
-        .map_err(|reason| VerifyError::NotInLog { index: proof.log_index, reason })?;
+    verify_inclusion(
+        &leaf_hash(&leaf),
+        proof.log_index,
+        cp.size,
+        &hashes,
+        &cp.root,
+    )
+    .map_err(|reason| VerifyError::NotInLog {
+        index: proof.log_index,
+        reason,
+    })?;
 
     // 4. The key was valid at that position.
     key.check_entry(proof.log_index)
-        .map_err(|reason| VerifyError::KeyNotValid { index: proof.log_index, reason })?;
+        .map_err(|reason| VerifyError::KeyNotValid {
+            index: proof.log_index,
+            reason,
+        })?;
 
     // 5. The statement.
     if env.payload_type != PAYLOAD_TYPE {
-        return Err(VerifyError::Statement(format!("payloadType {:?}", env.payload_type)));
+        return Err(VerifyError::Statement(format!(
+            "payloadType {:?}",
+            env.payload_type
+        )));
     }
     let payload = env.payload_bytes().map_err(VerifyError::Signature)?;
     let statement: Value =
         serde_json::from_slice(&payload).map_err(|e| VerifyError::Statement(e.to_string()))?;
     if statement["_type"] != STATEMENT_TYPE || statement["predicateType"] != PREDICATE_TYPE {
-        return Err(VerifyError::Statement("unexpected _type or predicateType".into()));
+        return Err(VerifyError::Statement(
+            "unexpected _type or predicateType".into(),
+        ));
     }
     Ok(VerifiedBundle {
         keyid: key.keyid.clone(),
@@ -168,16 +195,25 @@ pub fn verify_bundle(bundle: &Bundle, keyring: &Keyring) -> Result<VerifiedBundl
 
 /// Verifies `bundle` and that `artifact` (its bytes) is one of its subjects:
 /// its SHA-256 and, where the subject lists one, its BLAKE3 must match.
-pub fn verify_artifact(artifact: &[u8], bundle: &Bundle, keyring: &Keyring) -> Result<Verified, VerifyError> {
+pub fn verify_artifact(
+    artifact: &[u8],
+    bundle: &Bundle,
+    keyring: &Keyring,
+) -> Result<Verified, VerifyError> {
     let sha256 = hex(&Sha256::digest(artifact));
     let blake3 = blake3::hash(artifact).to_hex().to_string();
     match_subject(&sha256, &blake3, verify_bundle(bundle, keyring)?)
 }
 
 /// [`verify_artifact`] for a file, read in streaming fashion.
-pub fn verify_artifact_file(path: &Path, bundle: &Bundle, keyring: &Keyring) -> Result<Verified, VerifyError> {
+pub fn verify_artifact_file(
+    path: &Path,
+    bundle: &Bundle,
+    keyring: &Keyring,
+) -> Result<Verified, VerifyError> {
     let verified = verify_bundle(bundle, keyring)?;
-    let (sha256, blake3) = digest_file(path).map_err(|e| VerifyError::Artifact(format!("{}: {e}", path.display())))?;
+    let (sha256, blake3) =
+        digest_file(path).map_err(|e| VerifyError::Artifact(format!("{}: {e}", path.display())))?;
     match_subject(&sha256, &blake3, verified)
 }
 
@@ -197,16 +233,27 @@ fn digest_file(path: &Path) -> io::Result<(String, String)> {
     Ok((hex(&s.finalize()), b.finalize().to_hex().to_string()))
 }
 
-fn match_subject(sha256: &str, blake3: &str, bundle: VerifiedBundle) -> Result<Verified, VerifyError> {
-    let subjects = bundle.statement["subject"].as_array().cloned().unwrap_or_default();
+fn match_subject(
+    sha256: &str,
+    blake3: &str,
+    bundle: VerifiedBundle,
+) -> Result<Verified, VerifyError> {
+    let subjects = bundle.statement["subject"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
     for s in &subjects {
         let d = &s["digest"];
         let sha_ok = d["sha256"].as_str() == Some(sha256);
-        let b3_ok = d.get(BLAKE3_DIGEST_KEY).is_none_or(|v| v.as_str() == Some(blake3));
+        let b3_ok = d
+            .get(BLAKE3_DIGEST_KEY)
+            .is_none_or(|v| v.as_str() == Some(blake3));
         if sha_ok && b3_ok {
             let subject = s["name"].as_str().unwrap_or_default().to_string();
             return Ok(Verified { subject, bundle });
         }
     }
-    Err(VerifyError::ArtifactMismatch { sha256: sha256.into() })
+    Err(VerifyError::ArtifactMismatch {
+        sha256: sha256.into(),
+    })
 }

@@ -5,7 +5,8 @@
 //! log entry that created it and closes at the entry that retired (rotated
 //! out) or revoked it. An attestation signed by a key is accepted only if its
 //! log index lies inside that window; a checkpoint signed by it only if its
-//! tree size does (it covers the creation entry and not the closing one).
+//! tree size does (it covers the creation entry and not the closing one) and
+//! the key is not revoked.
 
 pub(crate) mod store;
 
@@ -141,8 +142,18 @@ impl KeyRecord {
     }
 
     /// Checks that a checkpoint of `size` entries may carry this key's
-    /// signature.
+    /// signature. A revoked key's checkpoints are refused whatever their
+    /// size: whoever holds a compromised key could sign a checkpoint of a
+    /// forged tree of any size below the revocation. (A bundle whose
+    /// checkpoint was signed by a since-revoked key is refreshed from the
+    /// daemon, whose current checkpoint is signed by its active key.)
     pub fn check_checkpoint(&self, size: u64) -> Result<(), KeyError> {
+        if let Some(revoked_index) = self.revoked_log_index {
+            return Err(KeyError::Revoked {
+                keyid: self.keyid.clone(),
+                revoked_index,
+            });
+        }
         let created = self
             .created_log_index
             .ok_or_else(|| KeyError::NotLogged(self.keyid.clone()))?;
@@ -304,11 +315,16 @@ impl Keyring {
             }
             let consistent = match k.status {
                 KeyStatus::Active => k.revoked_log_index.is_none() && k.retired_log_index.is_none(),
-                KeyStatus::Retired => k.retired_log_index.is_some() && k.revoked_log_index.is_none(),
+                KeyStatus::Retired => {
+                    k.retired_log_index.is_some() && k.revoked_log_index.is_none()
+                }
                 KeyStatus::Revoked => k.revoked_log_index.is_some(),
             };
             if !consistent {
-                return bad(format!("key {} has a status that contradicts its fields", k.keyid));
+                return bad(format!(
+                    "key {} has a status that contradicts its fields",
+                    k.keyid
+                ));
             }
             active += usize::from(k.status == KeyStatus::Active);
         }
@@ -353,10 +369,19 @@ impl Keyring {
     /// Applies a key event that the log holds at `index`.
     pub fn apply(&mut self, event: &KeyEvent, index: u64) -> Result<(), KeyError> {
         match event {
-            KeyEvent::Created { keyid, public, created } => {
+            KeyEvent::Created {
+                keyid,
+                public,
+                created,
+            } => {
                 self.introduce(keyid, public, *created, index)?;
             }
-            KeyEvent::Rotated { keyid, public, created, previous } => {
+            KeyEvent::Rotated {
+                keyid,
+                public,
+                created,
+                previous,
+            } => {
                 let prev = self.get_mut(previous)?;
                 if prev.status == KeyStatus::Active {
                     prev.status = KeyStatus::Retired;
@@ -375,10 +400,18 @@ impl Keyring {
         self.validate()
     }
 
-    fn introduce(&mut self, id: &str, public: &str, created: Timestamp, index: u64) -> Result<(), KeyError> {
+    fn introduce(
+        &mut self,
+        id: &str,
+        public: &str,
+        created: Timestamp,
+        index: u64,
+    ) -> Result<(), KeyError> {
         if let Ok(k) = self.get_mut(id) {
             if k.keyval.public != public {
-                return Err(KeyError::BadEvent(format!("key {id} logged with another public key")));
+                return Err(KeyError::BadEvent(format!(
+                    "key {id} logged with another public key"
+                )));
             }
             k.created_log_index = Some(index);
             return Ok(());
@@ -389,7 +422,9 @@ impl Keyring {
         let vk = VerifyingKey::from_bytes(&raw).map_err(|_| KeyError::Malformed(id.into()))?;
         let mut rec = KeyRecord::new(&vk, created);
         if rec.keyid != id {
-            return Err(KeyError::BadEvent(format!("key {id} does not match its public key")));
+            return Err(KeyError::BadEvent(format!(
+                "key {id} does not match its public key"
+            )));
         }
         rec.created_log_index = Some(index);
         for other in &mut self.keys {
@@ -426,9 +461,20 @@ mod tests {
         let a = SigningKey::from_bytes(&[1; 32]).verifying_key();
         let b = SigningKey::from_bytes(&[2; 32]).verifying_key();
         let t = Timestamp::from_unix(1);
-        let mut r = Keyring { version: 1, origin: "o".into(), keys: vec![] };
-        r.apply(&KeyEvent::Created { keyid: keyid(&a), public: hex(a.as_bytes()), created: t }, 0)
-            .unwrap();
+        let mut r = Keyring {
+            version: 1,
+            origin: "o".into(),
+            keys: vec![],
+        };
+        r.apply(
+            &KeyEvent::Created {
+                keyid: keyid(&a),
+                public: hex(a.as_bytes()),
+                created: t,
+            },
+            0,
+        )
+        .unwrap();
         r.apply(
             &KeyEvent::Rotated {
                 keyid: keyid(&b),
@@ -449,17 +495,33 @@ mod tests {
         assert_eq!(ka.status, KeyStatus::Retired);
         ka.check_entry(4).unwrap();
         assert!(matches!(ka.check_entry(5), Err(KeyError::Retired { .. })));
-        assert!(matches!(ka.check_entry(0), Err(KeyError::NotYetValid { .. })));
+        assert!(matches!(
+            ka.check_entry(0),
+            Err(KeyError::NotYetValid { .. })
+        ));
         ka.check_checkpoint(5).unwrap();
         assert!(ka.check_checkpoint(6).is_err());
         r.get(&b).unwrap().check_entry(100).unwrap();
-        r.apply(&KeyEvent::Revoked { keyid: b.clone(), revoked: Timestamp::from_unix(2) }, 9)
-            .unwrap();
+        r.apply(
+            &KeyEvent::Revoked {
+                keyid: b.clone(),
+                revoked: Timestamp::from_unix(2),
+            },
+            9,
+        )
+        .unwrap();
         let kb = r.get(&b).unwrap();
         kb.check_entry(8).unwrap();
+        assert!(matches!(
+            kb.check_checkpoint(8),
+            Err(KeyError::Revoked { .. })
+        ));
         assert_eq!(
             kb.check_entry(9),
-            Err(KeyError::Revoked { keyid: b.clone(), revoked_index: 9 })
+            Err(KeyError::Revoked {
+                keyid: b.clone(),
+                revoked_index: 9
+            })
         );
         let round = Keyring::from_json(&r.to_json()).unwrap();
         assert_eq!(round, r);
@@ -469,7 +531,11 @@ mod tests {
     fn rejects_second_active_key_and_mismatched_ids() {
         let (mut r, a, _) = ring();
         let c = SigningKey::from_bytes(&[3; 32]).verifying_key();
-        let ev = KeyEvent::Created { keyid: keyid(&c), public: hex(c.as_bytes()), created: Timestamp::from_unix(3) };
+        let ev = KeyEvent::Created {
+            keyid: keyid(&c),
+            public: hex(c.as_bytes()),
+            created: Timestamp::from_unix(3),
+        };
         assert!(matches!(r.apply(&ev, 10), Err(KeyError::BadEvent(_))));
         let mut bad = r.clone();
         bad.keys[0].keyid = a.replace('a', "b").replace('0', "1");

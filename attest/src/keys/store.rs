@@ -104,7 +104,11 @@ impl KeyStore {
         let keyring = match fs::read(&path) {
             Ok(data) => Keyring::from_json(&data)?,
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                let k = Keyring { version: KEYRING_VERSION, origin: origin.into(), keys: vec![] };
+                let k = Keyring {
+                    version: KEYRING_VERSION,
+                    origin: origin.into(),
+                    keys: vec![],
+                };
                 fsutil::write_new(&path, &k.to_json(), 0o644).map_err(io_err("create", &path))?;
                 k
             }
@@ -116,7 +120,11 @@ impl KeyStore {
                 found: keyring.origin,
             });
         }
-        let mut store = Self { dir: dir.to_path_buf(), keyring, active: None };
+        let mut store = Self {
+            dir: dir.to_path_buf(),
+            keyring,
+            active: None,
+        };
         store.load_active()?;
         Ok(store)
     }
@@ -144,13 +152,20 @@ impl KeyStore {
             keyid: id.clone(),
             keytype: "ed25519".into(),
             scheme: "ed25519".into(),
-            keyval: PrivateVal { public: hex(vk.as_bytes()), private: hex(&seed) },
+            keyval: PrivateVal {
+                public: hex(vk.as_bytes()),
+                private: hex(&seed),
+            },
         };
         let mut data = serde_json::to_vec_pretty(&file).expect("key file serializes");
         data.push(b'\n');
         let path = self.private_path(&id);
         fsutil::write_new(&path, &data, 0o600).map_err(io_err("create", &path))?;
-        Ok(PendingKey { keyid: id, public: hex(vk.as_bytes()), created: Timestamp::now() })
+        Ok(PendingKey {
+            keyid: id,
+            public: hex(vk.as_bytes()),
+            created: Timestamp::now(),
+        })
     }
 
     /// Records a key event that the log now holds at `index`, saves the
@@ -179,7 +194,9 @@ impl KeyStore {
 
     /// Whether `keyid` is a known key that is not revoked.
     pub fn is_usable(&self, keyid: &str) -> bool {
-        self.keyring.get(keyid).is_ok_and(|k| k.status != KeyStatus::Revoked)
+        self.keyring
+            .get(keyid)
+            .is_ok_and(|k| k.status != KeyStatus::Revoked)
     }
 
     fn private_path(&self, id: &str) -> PathBuf {
@@ -199,7 +216,9 @@ impl KeyStore {
             .and_then(|v| v.try_into().ok())
             .ok_or_else(bad)?;
         let sk = SigningKey::from_bytes(&seed);
-        let expected = KeyVal { public: hex(sk.verifying_key().as_bytes()) };
+        let expected = KeyVal {
+            public: hex(sk.verifying_key().as_bytes()),
+        };
         if file.keyid != rec.keyid || rec.keyval != expected {
             return Err(bad());
         }

@@ -9,7 +9,10 @@ use crate::record::{ExecutionRecord, FileRecord};
 
 /// The CycloneDX 1.6 document for `record`; `image_packages` comes from
 /// [`super::dpkg::read_rootfs`] on the image's rootfs.
-pub fn cyclonedx(record: &ExecutionRecord, image_packages: Option<&DpkgDb>) -> Result<Value, SbomError> {
+pub fn cyclonedx(
+    record: &ExecutionRecord,
+    image_packages: Option<&DpkgDb>,
+) -> Result<Value, SbomError> {
     record.validate()?;
     let id = record_id(record);
     let mut components = Vec::new();
@@ -129,11 +132,17 @@ mod tests {
 
     #[test]
     fn document_shape() {
-        let db = DpkgDb { distro: "debian".into(), packages: parse_status(STATUS) };
+        let db = DpkgDb {
+            distro: "debian".into(),
+            packages: parse_status(STATUS),
+        };
         let d = cyclonedx(&sample(), Some(&db)).unwrap();
         assert_eq!(d["specVersion"], "1.6");
         let comps = d["components"].as_array().unwrap();
-        let out = comps.iter().find(|c| c["bom-ref"] == "output:out/hello").unwrap();
+        let out = comps
+            .iter()
+            .find(|c| c["bom-ref"] == "output:out/hello")
+            .unwrap();
         assert_eq!(out["hashes"][1]["alg"], "BLAKE3");
         let image = comps.iter().find(|c| c["bom-ref"] == "image").unwrap();
         assert_eq!(image["components"].as_array().unwrap().len(), 2);

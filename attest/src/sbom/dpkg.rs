@@ -67,7 +67,8 @@ pub fn parse_status(text: &str) -> Vec<DebPackage> {
                 .map(|v| v.trim().to_string())
                 .filter(|v| !v.is_empty())
         };
-        let installed = f("Status").is_some_and(|s| s.ends_with(" installed") && s.starts_with("install "));
+        let installed =
+            f("Status").is_some_and(|s| s.ends_with(" installed") && s.starts_with("install "));
         let (Some(name), Some(version)) = (f("Package"), f("Version")) else {
             continue;
         };
@@ -79,7 +80,8 @@ pub fn parse_status(text: &str) -> Vec<DebPackage> {
             version,
             architecture: f("Architecture").unwrap_or_else(|| "all".into()),
             maintainer: f("Maintainer"),
-            source: f("Source").map(|s| s.split_whitespace().next().unwrap_or_default().to_string()),
+            source: f("Source")
+                .map(|s| s.split_whitespace().next().unwrap_or_default().to_string()),
             homepage: f("Homepage"),
         });
     }
@@ -104,7 +106,10 @@ pub fn read_rootfs(root: &Path) -> io::Result<Option<DpkgDb>> {
         })
         .filter(|v| !v.is_empty())
         .unwrap_or_else(|| "debian".into());
-    Ok(Some(DpkgDb { distro, packages: parse_status(&text) }))
+    Ok(Some(DpkgDb {
+        distro,
+        packages: parse_status(&text),
+    }))
 }
 
 #[cfg(test)]
@@ -124,8 +129,14 @@ Package: g++-12\nStatus: install ok installed\nArchitecture: amd64\nVersion: 1:1
         assert_eq!(p.len(), 2);
         assert_eq!(p[0].name, "g++-12");
         assert_eq!(p[1].source.as_deref(), Some("glibc"));
-        assert_eq!(p[1].homepage.as_deref(), Some("https://www.gnu.org/software/libc/libc.html"));
-        assert_eq!(p[0].purl("debian"), "pkg:deb/debian/g%2B%2B-12@1%3A12.2.0-14?arch=amd64");
+        assert_eq!(
+            p[1].homepage.as_deref(),
+            Some("https://www.gnu.org/software/libc/libc.html")
+        );
+        assert_eq!(
+            p[0].purl("debian"),
+            "pkg:deb/debian/g%2B%2B-12@1%3A12.2.0-14?arch=amd64"
+        );
     }
 
     #[test]
@@ -135,7 +146,11 @@ Package: g++-12\nStatus: install ok installed\nArchitecture: amd64\nVersion: 1:1
         fs::create_dir_all(dir.path().join("var/lib/dpkg")).unwrap();
         fs::create_dir_all(dir.path().join("etc")).unwrap();
         fs::write(dir.path().join("var/lib/dpkg/status"), STATUS).unwrap();
-        fs::write(dir.path().join("etc/os-release"), "NAME=\"Ubuntu\"\nID=ubuntu\n").unwrap();
+        fs::write(
+            dir.path().join("etc/os-release"),
+            "NAME=\"Ubuntu\"\nID=ubuntu\n",
+        )
+        .unwrap();
         let db = read_rootfs(dir.path()).unwrap().unwrap();
         assert_eq!((db.distro.as_str(), db.packages.len()), ("ubuntu", 2));
     }

@@ -29,7 +29,8 @@ pub enum SbomError {
 pub(crate) fn uuid_v5_url(name: &str) -> String {
     // RFC 9562 namespace ID for URLs: 6ba7b811-9dad-11d1-80b4-00c04fd430c8.
     const NS_URL: [u8; 16] = [
-        0x6b, 0xa7, 0xb8, 0x11, 0x9d, 0xad, 0x11, 0xd1, 0x80, 0xb4, 0x00, 0xc0, 0x4f, 0xd4, 0x30, 0xc8,
+        0x6b, 0xa7, 0xb8, 0x11, 0x9d, 0xad, 0x11, 0xd1, 0x80, 0xb4, 0x00, 0xc0, 0x4f, 0xd4, 0x30,
+        0xc8,
     ];
     let mut h = Sha1::new();
     h.update(NS_URL);
@@ -40,7 +41,14 @@ pub(crate) fn uuid_v5_url(name: &str) -> String {
     u[6] = (u[6] & 0x0f) | 0x50;
     u[8] = (u[8] & 0x3f) | 0x80;
     let x = crate::record::hex(&u);
-    format!("{}-{}-{}-{}-{}", &x[..8], &x[8..12], &x[12..16], &x[16..20], &x[20..])
+    format!(
+        "{}-{}-{}-{}-{}",
+        &x[..8],
+        &x[8..12],
+        &x[12..16],
+        &x[16..20],
+        &x[20..]
+    )
 }
 
 /// A stable identity of the record for document names and namespaces: the
@@ -57,6 +65,9 @@ mod tests {
     #[test]
     fn uuid_v5_known_answer() {
         // Python: uuid.uuid5(uuid.NAMESPACE_URL, "https://example.com/")
-        assert_eq!(uuid_v5_url("https://example.com/"), "dd2c1780-811a-5296-81c5-178a0ef488bc");
+        assert_eq!(
+            uuid_v5_url("https://example.com/"),
+            "dd2c1780-811a-5296-81c5-178a0ef488bc"
+        );
     }
 }

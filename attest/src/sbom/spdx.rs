@@ -38,7 +38,8 @@ pub fn spdx(record: &ExecutionRecord, image_packages: Option<&DpkgDb>) -> Result
         "filesAnalyzed": !outputs.is_empty(),
     });
     if !outputs.is_empty() {
-        action["packageVerificationCode"] = json!({"packageVerificationCodeValue": verification_code(&outputs)?});
+        action["packageVerificationCode"] =
+            json!({"packageVerificationCodeValue": verification_code(&outputs)?});
     }
     packages.push(action);
 
@@ -58,7 +59,8 @@ pub fn spdx(record: &ExecutionRecord, image_packages: Option<&DpkgDb>) -> Result
         rels.push(rel("SPDXRef-InputRoot", "CONTAINS", &sid));
     }
     if !inputs.is_empty() {
-        root["packageVerificationCode"] = json!({"packageVerificationCodeValue": verification_code(&inputs)?});
+        root["packageVerificationCode"] =
+            json!({"packageVerificationCodeValue": verification_code(&inputs)?});
     }
     packages.push(root);
     rels.push(rel("SPDXRef-Action", "GENERATED_FROM", "SPDXRef-InputRoot"));
@@ -138,7 +140,9 @@ fn checksum(alg: &str, value: &str) -> Value {
 }
 
 fn sha1_of(f: &FileRecord) -> Result<&str, SbomError> {
-    f.sha1.as_deref().ok_or_else(|| SbomError::MissingSha1(f.path.clone()))
+    f.sha1
+        .as_deref()
+        .ok_or_else(|| SbomError::MissingSha1(f.path.clone()))
 }
 
 fn file(sid: &str, f: &FileRecord) -> Result<Value, SbomError> {
@@ -153,7 +157,10 @@ fn file(sid: &str, f: &FileRecord) -> Result<Value, SbomError> {
 
 /// SPDX 2.3 §7.9: SHA1 of the sorted, concatenated SHA1s of the files.
 fn verification_code(files: &[&FileRecord]) -> Result<String, SbomError> {
-    let mut sums = files.iter().map(|f| sha1_of(f)).collect::<Result<Vec<_>, _>>()?;
+    let mut sums = files
+        .iter()
+        .map(|f| sha1_of(f))
+        .collect::<Result<Vec<_>, _>>()?;
     sums.sort_unstable();
     Ok(hex(&Sha1::digest(sums.concat().as_bytes())))
 }
@@ -162,7 +169,11 @@ fn verification_code(files: &[&FileRecord]) -> Result<String, SbomError> {
 fn supplier(maintainer: &str) -> String {
     match maintainer.split_once('<') {
         Some((name, rest)) => {
-            format!("Person: {} ({})", name.trim(), rest.trim_end_matches('>').trim())
+            format!(
+                "Person: {} ({})",
+                name.trim(),
+                rest.trim_end_matches('>').trim()
+            )
         }
         None => format!("Person: {}", maintainer.trim()),
     }
@@ -171,7 +182,13 @@ fn supplier(maintainer: &str) -> String {
 /// SPDX ids allow letters, digits, `.` and `-`.
 fn sanitize(s: &str) -> String {
     s.chars()
-        .map(|c| if c.is_ascii_alphanumeric() || c == '.' || c == '-' { c } else { '-' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '.' || c == '-' {
+                c
+            } else {
+                '-'
+            }
+        })
         .collect()
 }
 
@@ -183,13 +200,19 @@ mod tests {
 
     #[test]
     fn document_shape() {
-        let db = DpkgDb { distro: "debian".into(), packages: parse_status(STATUS) };
+        let db = DpkgDb {
+            distro: "debian".into(),
+            packages: parse_status(STATUS),
+        };
         let d = spdx(&sample(), Some(&db)).unwrap();
         assert_eq!(d["spdxVersion"], "SPDX-2.3");
         assert_eq!(d["files"][0]["fileName"], "./out/hello");
         assert_eq!(d["files"][0]["checksums"][0]["algorithm"], "SHA1");
         assert_eq!(d["packages"][3]["SPDXID"], "SPDXRef-Deb-0-g---12");
-        assert_eq!(d["packages"][4]["supplier"], "Person: GNU Libc Maintainers (debian-glibc@lists.debian.org)");
+        assert_eq!(
+            d["packages"][4]["supplier"],
+            "Person: GNU Libc Maintainers (debian-glibc@lists.debian.org)"
+        );
         assert_eq!(d, spdx(&sample(), Some(&db)).unwrap());
     }
 
@@ -197,7 +220,10 @@ mod tests {
     fn missing_sha1_is_an_error() {
         let mut r = sample();
         r.outputs[0].sha1 = None;
-        assert_eq!(spdx(&r, None), Err(SbomError::MissingSha1("out/hello".into())));
+        assert_eq!(
+            spdx(&r, None),
+            Err(SbomError::MissingSha1("out/hello".into()))
+        );
     }
 
     #[test]

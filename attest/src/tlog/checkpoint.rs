@@ -68,7 +68,12 @@ pub enum CheckpointError {
 impl Checkpoint {
     /// The note text: origin, size, base64 root, each newline-terminated.
     pub fn body(&self) -> String {
-        format!("{}\n{}\n{}\n", self.origin, self.size, B64.encode(self.root))
+        format!(
+            "{}\n{}\n{}\n",
+            self.origin,
+            self.size,
+            B64.encode(self.root)
+        )
     }
 
     /// The signed note, signed by `key` under the origin as key name.
@@ -150,7 +155,9 @@ fn parse_body(body: &str) -> Result<Checkpoint, CheckpointError> {
     let size = lines.next();
     let root = lines.next();
     let (Some(origin), Some(size), Some(root)) = (origin, size, root) else {
-        return Err(CheckpointError::Malformed("body needs origin, size and root"));
+        return Err(CheckpointError::Malformed(
+            "body needs origin, size and root",
+        ));
     };
     let size: u64 = match size.parse() {
         Ok(n) if !size.starts_with('+') && (size == "0" || !size.starts_with('0')) => n,
@@ -161,7 +168,11 @@ fn parse_body(body: &str) -> Result<Checkpoint, CheckpointError> {
         .ok()
         .and_then(|r| r.try_into().ok())
         .ok_or(CheckpointError::Malformed("root hash"))?;
-    Ok(Checkpoint { origin: origin.into(), size, root })
+    Ok(Checkpoint {
+        origin: origin.into(),
+        size,
+        root,
+    })
 }
 
 #[cfg(test)]
@@ -173,12 +184,19 @@ mod tests {
     /// c74f20a3, and its published signature line.
     #[test]
     fn signed_note_known_answer() {
-        let seed = B64.decode("AYEKFALVFGyNhPJEMzD1QIDr+Y7hfZx09iUvxdXHKDFz").unwrap();
-        let public = B64.decode("ARpc2QcUPDhMQegwxbzhKqiBfsVkmqq/LDE4izWy10TW").unwrap();
+        let seed = B64
+            .decode("AYEKFALVFGyNhPJEMzD1QIDr+Y7hfZx09iUvxdXHKDFz")
+            .unwrap();
+        let public = B64
+            .decode("ARpc2QcUPDhMQegwxbzhKqiBfsVkmqq/LDE4izWy10TW")
+            .unwrap();
         assert_eq!((seed[0], public[0]), (1, 1));
         let sk = SigningKey::from_bytes(&seed[1..].try_into().unwrap());
         assert_eq!(sk.verifying_key().as_bytes()[..], public[1..]);
-        assert_eq!(note_key_id("PeterNeumann", &sk.verifying_key()), [0xc7, 0x4f, 0x20, 0xa3]);
+        assert_eq!(
+            note_key_id("PeterNeumann", &sk.verifying_key()),
+            [0xc7, 0x4f, 0x20, 0xa3]
+        );
         let text = "If you think cryptography is the answer to your problem,\n\
                     then you don't know what your problem is.\n";
         let mut blob = note_key_id("PeterNeumann", &sk.verifying_key()).to_vec();
@@ -193,12 +211,19 @@ mod tests {
     fn sign_and_verify() {
         let sk = SigningKey::from_bytes(&[9; 32]);
         let other = SigningKey::from_bytes(&[10; 32]);
-        let cp = Checkpoint { origin: "example.com/log".into(), size: 7, root: [3; 32] };
+        let cp = Checkpoint {
+            origin: "example.com/log".into(),
+            size: 7,
+            root: [3; 32],
+        };
         let note = cp.sign(&sk);
         assert!(note.starts_with("example.com/log\n7\nAwMD"));
         assert!(note.contains("\n\n\u{2014} example.com/log "));
         let keys = [other.verifying_key(), sk.verifying_key()];
-        assert_eq!(Checkpoint::verify(&note, "example.com/log", &keys).unwrap(), (cp.clone(), 1));
+        assert_eq!(
+            Checkpoint::verify(&note, "example.com/log", &keys).unwrap(),
+            (cp.clone(), 1)
+        );
         assert_eq!(
             Checkpoint::verify(&note, "example.com/log", &keys[..1]),
             Err(CheckpointError::NoTrustedSignature)

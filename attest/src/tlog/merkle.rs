@@ -82,7 +82,7 @@ impl MerkleTree {
     /// Hash of leaves `[lo, hi)` (MTH of that range); `lo < hi`.
     fn range(&self, lo: u64, hi: u64) -> Hash {
         let n = hi - lo;
-        if n.is_power_of_two() && lo % n == 0 {
+        if n.is_power_of_two() && lo.is_multiple_of(n) {
             return self.levels[n.trailing_zeros() as usize][(lo / n) as usize];
         }
         let k = split(n);
@@ -94,7 +94,11 @@ impl MerkleTree {
         if size > self.size() {
             return Err(ProofError::OutOfRange(0, size, self.size()));
         }
-        Ok(if size == 0 { empty_root() } else { self.range(0, size) })
+        Ok(if size == 0 {
+            empty_root()
+        } else {
+            self.range(0, size)
+        })
     }
 
     /// The audit path for leaf `index` in the tree of the first `size` leaves.
@@ -214,10 +218,18 @@ pub fn verify_consistency(
         if !proof.is_empty() {
             return Err(ProofError::WrongLength);
         }
-        return if old_root == new_root { Ok(()) } else { Err(ProofError::RootMismatch) };
+        return if old_root == new_root {
+            Ok(())
+        } else {
+            Err(ProofError::RootMismatch)
+        };
     }
     if old == 0 {
-        return if proof.is_empty() { Ok(()) } else { Err(ProofError::WrongLength) };
+        return if proof.is_empty() {
+            Ok(())
+        } else {
+            Err(ProofError::WrongLength)
+        };
     }
     let mut path: Vec<Hash> = Vec::with_capacity(proof.len() + 1);
     if old.is_power_of_two() {

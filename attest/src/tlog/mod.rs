@@ -56,8 +56,13 @@ mod tests {
 
     #[test]
     fn leaf_data_is_tagged_canonical_json() {
-        let e = LogEntry::ImageTrust { record: serde_json::json!({"b": 1, "a": [true]}) };
-        assert_eq!(e.leaf_data(), br#"{"record":{"a":[true],"b":1},"type":"imageTrust"}"#.to_vec());
+        let e = LogEntry::ImageTrust {
+            record: serde_json::json!({"b": 1, "a": [true]}),
+        };
+        assert_eq!(
+            e.leaf_data(),
+            br#"{"record":{"a":[true],"b":1},"type":"imageTrust"}"#.to_vec()
+        );
         assert_eq!(LogEntry::parse(&e.leaf_data()).unwrap(), e);
     }
 }

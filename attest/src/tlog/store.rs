@@ -36,7 +36,9 @@ pub enum LogError {
         source: io::Error,
     },
     /// An entry covered by the signed checkpoint is damaged.
-    #[error("transparency log: entry {index} is corrupt ({reason}) but the signed checkpoint covers it")]
+    #[error(
+        "transparency log: entry {index} is corrupt ({reason}) but the signed checkpoint covers it"
+    )]
     Corrupt {
         /// Its index.
         index: u64,
@@ -44,7 +46,9 @@ pub enum LogError {
         reason: &'static str,
     },
     /// The log holds fewer entries than its signed checkpoint.
-    #[error("transparency log: {entries} entries on disk, but the signed checkpoint covers {checkpoint}")]
+    #[error(
+        "transparency log: {entries} entries on disk, but the signed checkpoint covers {checkpoint}"
+    )]
     Truncated {
         /// Entries on disk.
         entries: u64,
@@ -52,7 +56,9 @@ pub enum LogError {
         checkpoint: u64,
     },
     /// The recomputed root differs from the signed checkpoint's.
-    #[error("transparency log: recomputed root of the first {size} entries disagrees with the signed checkpoint")]
+    #[error(
+        "transparency log: recomputed root of the first {size} entries disagrees with the signed checkpoint"
+    )]
     CheckpointMismatch {
         /// The checkpoint's size.
         size: u64,
@@ -100,7 +106,11 @@ pub struct Log {
 }
 
 fn io_err<'a>(what: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> LogError + 'a {
-    move |source| LogError::Io { what, path: path.to_path_buf(), source }
+    move |source| LogError::Io {
+        what,
+        path: path.to_path_buf(),
+        source,
+    }
 }
 
 impl Log {
@@ -108,10 +118,20 @@ impl Log {
     /// tree, and checks it against the stored checkpoint, which must be
     /// signed under `origin` by one of `keys`. A torn last record beyond the
     /// checkpoint is truncated; any other disagreement is an error.
-    pub fn open(dir: &Path, origin: &str, keys: &[VerifyingKey]) -> Result<(Self, OpenReport), LogError> {
+    pub fn open(
+        dir: &Path,
+        origin: &str,
+        keys: &[VerifyingKey],
+    ) -> Result<(Self, OpenReport), LogError> {
         fsutil::create_private_dir(dir).map_err(io_err("create", dir))?;
         let path = dir.join(ENTRIES);
-        let file = match OpenOptions::new().read(true).write(true).create_new(true).mode(0o600).open(&path) {
+        let file = match OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&path)
+        {
             Ok(f) => {
                 f.sync_all().map_err(io_err("sync", &path))?;
                 fsutil::sync_dir(dir).map_err(io_err("sync", dir))?;
@@ -160,20 +180,28 @@ impl Log {
         let mut report = OpenReport::default();
         if let Some(reason) = damage {
             if log.size() < signed {
-                return Err(LogError::Corrupt { index: log.size(), reason });
+                return Err(LogError::Corrupt {
+                    index: log.size(),
+                    reason,
+                });
             }
             let len = log.file.metadata().map_err(io_err("stat", &path))?.len();
-            log.file.set_len(log.end).map_err(io_err("truncate", &path))?;
+            log.file
+                .set_len(log.end)
+                .map_err(io_err("truncate", &path))?;
             log.file.sync_all().map_err(io_err("sync", &path))?;
             report.truncated_bytes = len - log.end;
         }
         if log.size() < signed {
-            return Err(LogError::Truncated { entries: log.size(), checkpoint: signed });
+            return Err(LogError::Truncated {
+                entries: log.size(),
+                checkpoint: signed,
+            });
         }
-        if let Some(cp) = stored {
-            if log.tree.root(cp.size)? != cp.root {
-                return Err(LogError::CheckpointMismatch { size: cp.size });
-            }
+        if let Some(cp) = stored
+            && log.tree.root(cp.size)? != cp.root
+        {
+            return Err(LogError::CheckpointMismatch { size: cp.size });
         }
         log.signed_size = signed;
         report.unsigned_entries = log.size() - signed;
@@ -235,10 +263,18 @@ impl Log {
         rec.extend_from_slice(data);
         rec.extend_from_slice(&h);
         let path = self.dir.join(ENTRIES);
-        let written = self.file.write_all_at(&rec, self.end).and_then(|()| self.file.sync_data());
+        let written = self
+            .file
+            .write_all_at(&rec, self.end)
+            .and_then(|()| self.file.sync_data());
         if let Err(e) = written {
             // Undo the partial record so the file stays a sequence of records.
-            if self.file.set_len(self.end).and_then(|()| self.file.sync_all()).is_err() {
+            if self
+                .file
+                .set_len(self.end)
+                .and_then(|()| self.file.sync_all())
+                .is_err()
+            {
                 self.poisoned = true;
             }
             return Err(io_err("append to", &path)(e));
@@ -252,7 +288,11 @@ impl Log {
     /// Signs a checkpoint of the current tree with `key`, stores it durably
     /// and returns the signed note.
     pub fn sign_checkpoint(&mut self, key: &SigningKey) -> Result<String, LogError> {
-        let cp = Checkpoint { origin: self.origin.clone(), size: self.size(), root: self.tree.root(self.size())? };
+        let cp = Checkpoint {
+            origin: self.origin.clone(),
+            size: self.size(),
+            root: self.tree.root(self.size())?,
+        };
         let note = cp.sign(key);
         let path = self.dir.join(CHECKPOINT);
         fsutil::replace_atomic(&path, note.as_bytes(), 0o644).map_err(io_err("write", &path))?;
@@ -301,9 +341,13 @@ impl Log {
             .get(index as usize)
             .ok_or(ProofError::OutOfRange(index, index + 1, self.size()))?;
         let mut len = [0u8; 4];
-        self.file.read_exact_at(&mut len, off).map_err(io_err("read", &path))?;
+        self.file
+            .read_exact_at(&mut len, off)
+            .map_err(io_err("read", &path))?;
         let mut data = vec![0u8; u32::from_be_bytes(len) as usize];
-        self.file.read_exact_at(&mut data, off + 4).map_err(io_err("read", &path))?;
+        self.file
+            .read_exact_at(&mut data, off + 4)
+            .map_err(io_err("read", &path))?;
         Ok(data)
     }
 }

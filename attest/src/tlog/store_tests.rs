@@ -77,11 +77,17 @@ fn edited_entry_is_refused() {
     let h = leaf_hash(&bytes[off + 4..off + 4 + 7]);
     bytes[off + 4 + 7..off + 4 + 7 + 32].copy_from_slice(&h);
     fs::write(&path, &bytes).unwrap();
-    assert!(matches!(open(dir.path()), Err(LogError::CheckpointMismatch { size: 4 })));
+    assert!(matches!(
+        open(dir.path()),
+        Err(LogError::CheckpointMismatch { size: 4 })
+    ));
     // Without fixing the hash it is corruption under the checkpoint.
     bytes[off + 4 + 7] ^= 1;
     fs::write(&path, &bytes).unwrap();
-    assert!(matches!(open(dir.path()), Err(LogError::Corrupt { index: 1, .. })));
+    assert!(matches!(
+        open(dir.path()),
+        Err(LogError::Corrupt { index: 1, .. })
+    ));
 }
 
 #[test]
@@ -91,10 +97,19 @@ fn truncated_or_unsigned_log_is_refused() {
     let path = dir.path().join(ENTRIES);
     let bytes = fs::read(&path).unwrap();
     fs::write(&path, &bytes[..bytes.len() - 43]).unwrap();
-    assert!(matches!(open(dir.path()), Err(LogError::Truncated { entries: 3, checkpoint: 4 })));
+    assert!(matches!(
+        open(dir.path()),
+        Err(LogError::Truncated {
+            entries: 3,
+            checkpoint: 4
+        })
+    ));
     fs::write(&path, &bytes).unwrap();
     fs::remove_file(dir.path().join(CHECKPOINT)).unwrap();
-    assert!(matches!(open(dir.path()), Err(LogError::MissingCheckpoint(4))));
+    assert!(matches!(
+        open(dir.path()),
+        Err(LogError::MissingCheckpoint(4))
+    ));
 }
 
 #[test]
