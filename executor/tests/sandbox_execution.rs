@@ -6,78 +6,18 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
-
 use bazel_remote_apis::build::bazel::remote::execution::v2::{
     BatchReadBlobsRequest, Digest, Tree,
     content_addressable_storage_client::ContentAddressableStorageClient,
     execution_client::ExecutionClient,
 };
-use common::TestServer;
 use common::actions::{execute, put_action, put_tree, sh};
+use common::real::{probe, start};
 use hermeticd::config::SandboxMode;
 use hermeticd::digest::DigestFunction;
 use prost::Message;
 use tonic::Code;
 use tonic::transport::Channel;
-
-fn skip_or_fail(why: &str) {
-    if std::env::var("CI").as_deref() == Ok("true") {
-        panic!("the real sandbox must work in CI: {why}");
-    }
-    eprintln!("\n==== SKIP: {why} ====\n");
-}
-
-/// The helper binary: $HERMETIC_SANDBOX_HELPER, else `hermetic-sandbox`
-/// in the target directory this test was built into.
-fn helper() -> Option<PathBuf> {
-    if let Some(p) = std::env::var_os("HERMETIC_SANDBOX_HELPER") {
-        return Some(p.into());
-    }
-    let exe = std::env::current_exe().ok()?;
-    let p = exe.parent()?.parent()?.join("hermetic-sandbox");
-    p.is_file().then_some(p)
-}
-
-/// A busybox rootfs built by `scripts/busybox-rootfs.sh`.
-fn busybox_rootfs(dir: &Path) -> Option<PathBuf> {
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/busybox-rootfs.sh");
-    let dest = dir.join("busybox");
-    let out = std::process::Command::new("sh")
-        .arg(&script)
-        .arg(&dest)
-        .output()
-        .ok()?;
-    if !out.status.success() {
-        eprintln!("{}", String::from_utf8_lossy(&out.stderr));
-        return None;
-    }
-    Some(dest)
-}
-
-async fn start(mode: SandboxMode) -> Option<TestServer> {
-    let Some(helper) = helper() else {
-        skip_or_fail("the hermetic-sandbox binary is not built (cargo build --workspace --bins)");
-        return None;
-    };
-    let images = tempfile::tempdir().unwrap();
-    let Some(rootfs) = busybox_rootfs(images.path()) else {
-        skip_or_fail("no static busybox for the test rootfs (apt-get install busybox-static)");
-        return None;
-    };
-    let server = TestServer::start(move |c, dir| {
-        let moved = dir.join("busybox");
-        std::fs::rename(&rootfs, &moved).unwrap();
-        c.images.insert("busybox".into(), moved);
-        c.default_image = Some("busybox".into());
-        c.sandbox_helper = Some(helper);
-        c.sandbox_mode = mode;
-        c.profiles_dir = Some(Path::new(env!("CARGO_MANIFEST_DIR")).join("../sandbox-profiles"));
-    })
-    .await;
-    drop(images);
-    Some(server)
-}
 
 async fn read_blob(channel: &Channel, f: DigestFunction, d: &Digest) -> Vec<u8> {
     let mut r = ContentAddressableStorageClient::new(channel.clone())
@@ -91,24 +31,6 @@ async fn read_blob(channel: &Channel, f: DigestFunction, d: &Digest) -> Vec<u8> 
         .into_inner()
         .responses;
     std::mem::take(&mut r[0].data)
-}
-
-/// Can the sandbox run at all here? Runs `true`; SKIP (or fail in CI)
-/// when the sandbox cannot be set up.
-async fn probe(channel: &Channel) -> bool {
-    let mut cas = ContentAddressableStorageClient::new(channel.clone());
-    let mut exec = ExecutionClient::new(channel.clone());
-    let f = DigestFunction::Sha256;
-    let empty = put_tree(&mut cas, f, &[]).await;
-    let probe = put_action(&mut cas, f, &sh("true"), empty).await;
-    let (_, resp) = execute(&mut exec, f, probe, false).await.unwrap();
-    let status = resp.status.clone().unwrap();
-    if status.code == Code::Internal as i32 && status.message.contains("sandbox") {
-        skip_or_fail(&format!("the sandbox cannot run here: {}", status.message));
-        return false;
-    }
-    assert_eq!(status.code, 0, "{resp:?}");
-    true
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
