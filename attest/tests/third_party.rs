@@ -153,6 +153,8 @@ fn in_toto_attestation_parses_statement_and_provenance() {
     }
 }
 
+/// Records with the fixture's packages, with none, and with this host's
+/// own dpkg status file (when it has one).
 fn sboms() -> Vec<(ExecutionRecord, Option<DpkgDb>)> {
     let host = dpkg::read_rootfs(Path::new("/")).unwrap();
     let mut no_inputs = record(&[("out/x", b"x")]);
@@ -186,7 +188,9 @@ fn cyclonedx_python_lib_validates_cyclonedx() {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
-    for (i, (r, db)) in sboms().iter().enumerate() {
+    // Not the host's package list: the strict 1.6 schema takes ~20 ms per
+    // component to check, and SPDX already covers a real status file.
+    for (i, (r, db)) in sboms().iter().take(2).enumerate() {
         let doc = sbom::cyclonedx(r, db.as_ref()).unwrap();
         let p = write_json(dir.path(), &format!("sbom{i}.cdx.json"), &doc);
         print!("{}", run(&py, "check_cyclonedx.py", &[&p]));
