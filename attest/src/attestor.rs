@@ -38,10 +38,14 @@ pub enum AttestError {
     /// There is no active signing key.
     #[error("no active signing key")]
     NoActiveKey,
+    /// The log has no signed checkpoint yet.
+    #[error("the transparency log has no signed checkpoint yet")]
+    NoCheckpoint,
 }
 
 /// Keys + log + signing, rooted in one state directory:
 /// `<state>/keys/` (keyring.json, `<keyid>.key` 0600) and `<state>/log/`.
+/// One process per state directory: nothing locks it against a second.
 #[derive(Debug)]
 pub struct Attestor {
     keys: KeyStore,

@@ -73,6 +73,9 @@ pub enum VerifyError {
         /// The artifact's SHA-256.
         sha256: String,
     },
+    /// Two checkpoints are not consistent (the log was rewritten or forked).
+    #[error("the checkpoints are not consistent: {0}")]
+    Inconsistent(ProofError),
     /// The artifact could not be read.
     #[error("cannot read the artifact: {0}")]
     Artifact(String),
@@ -191,6 +194,46 @@ pub fn verify_bundle(bundle: &Bundle, keyring: &Keyring) -> Result<VerifiedBundl
         tree_size: cp.size,
         statement,
     })
+}
+
+/// Verifies that the checkpoint `new` extends the checkpoint `old` (both
+/// signed notes, each trusted as in [`verify_bundle`]) with the hex
+/// consistency `proof` the daemon served; returns the two sizes.
+pub fn verify_consistency(
+    old: &str,
+    new: &str,
+    proof: &[String],
+    keyring: &Keyring,
+) -> Result<(u64, u64), VerifyError> {
+    let keys = keyring
+        .keys
+        .iter()
+        .map(|k| k.verifying_key())
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(VerifyError::CheckpointKey)?;
+    let mut cps = Vec::with_capacity(2);
+    for note in [old, new] {
+        let (cp, signer) =
+            Checkpoint::verify(note, &keyring.origin, &keys).map_err(VerifyError::Checkpoint)?;
+        keyring.keys[signer]
+            .check_checkpoint(cp.size)
+            .map_err(VerifyError::CheckpointKey)?;
+        cps.push(cp);
+    }
+    let hashes: Option<Vec<[u8; 32]>> = proof
+        .iter()
+        .map(|s| crate::record::unhex(s).and_then(|v| v.try_into().ok()))
+        .collect();
+    let hashes = hashes.ok_or(VerifyError::Inconsistent(ProofError::WrongLength))?;
+    crate::tlog::verify_consistency(
+        cps[0].size,
+        cps[1].size,
+        &hashes,
+        &cps[0].root,
+        &cps[1].root,
+    )
+    .map_err(VerifyError::Inconsistent)?;
+    Ok((cps[0].size, cps[1].size))
 }
 
 /// Verifies `bundle` and that `artifact` (its bytes) is one of its subjects:

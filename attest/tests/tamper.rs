@@ -273,3 +273,28 @@ fn hex32(s: &str) -> [u8; 32] {
         .collect();
     v.try_into().unwrap()
 }
+
+#[test]
+fn consistency_between_checkpoints() {
+    let (_d, mut a, first) = setup();
+    let old = first.log_entry.checkpoint.clone();
+    a.attest(&record(&[("out/z", b"z")])).unwrap();
+    a.rotate().unwrap();
+    let new = a.checkpoint().to_string();
+    let hex = |p: Vec<[u8; 32]>| {
+        p.iter()
+            .map(|h| h.iter().map(|b| format!("{b:02x}")).collect())
+            .collect::<Vec<String>>()
+    };
+    let proof = hex(a.log().consistency_proof(2, a.log().size()).unwrap());
+    let sizes =
+        hermetic_attest::verify::verify_consistency(&old, &new, &proof, a.keyring()).unwrap();
+    assert_eq!(sizes, (2, 4));
+    // A proof for other sizes, or swapped checkpoints, does not verify.
+    let wrong = hex(a.log().consistency_proof(1, a.log().size()).unwrap());
+    assert!(matches!(
+        hermetic_attest::verify::verify_consistency(&old, &new, &wrong, a.keyring()),
+        Err(VerifyError::Inconsistent(_))
+    ));
+    assert!(hermetic_attest::verify::verify_consistency(&new, &old, &proof, a.keyring()).is_err());
+}

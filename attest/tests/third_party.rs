@@ -205,7 +205,7 @@ fn pymerkle_checks_inclusion_and_consistency_proofs() {
     let log = a.log();
     let n = log.size();
     let hexs = |v: Vec<[u8; 32]>| v.iter().map(hex).collect::<Vec<_>>();
-    let leaves: Vec<String> = (0..n).map(|i| hex(&log.entry(i).unwrap())).collect();
+    let leaves: Vec<String> = (0..n).map(|i| hex(log.entry(i).unwrap())).collect();
     let mut proofs = Vec::new();
     let mut consistency = Vec::new();
     for size in 1..=n {
@@ -215,7 +215,7 @@ fn pymerkle_checks_inclusion_and_consistency_proofs() {
         for old in 0..=size {
             consistency.push(json!({
                 "old": old, "new": size,
-                "oldRoot": hex(&log.root(old).unwrap()),
+                "oldRoot": hex(log.root(old).unwrap()),
                 "path": hexs(log.consistency_proof(old, size).unwrap()),
             }));
         }
