@@ -12,6 +12,7 @@
 //!   collecting actions; the engine with its queue and operations.
 //! - [`service`]: the gRPC services, thin wrappers over the above.
 //! - [`server`]: start-up and [`server::serve`].
+//! - [`local`]: daemonless execution on a private state directory.
 //!
 //! # Clients on the Unix socket
 //! gRPC clients connecting over the Unix socket must send the authority
@@ -24,6 +25,7 @@ pub mod config;
 pub mod digest;
 pub mod error;
 pub mod exec;
+pub mod local;
 pub mod server;
 pub mod service;
 

@@ -171,6 +171,9 @@ impl Daemon {
             .add_service(ActionCacheServer::new(AcService::new(ctx.clone())))
             .add_service(ExecutionServer::new(ExecutionService::new(ctx.clone())))
             .add_service(OperationsServer::new(OperationsService::new(ctx.clone())))
+            .add_service(hermetic_proto::StatusServer::new(
+                crate::service::status_service::StatusService::new(ctx.clone()),
+            ))
             .add_service(health)
             .add_service(reflection_v1)
             .add_service(reflection_v1alpha);

@@ -5,13 +5,38 @@
 use std::path::PathBuf;
 use std::time::SystemTime;
 
+use bazel_remote_apis::build::bazel::remote::execution::v2::{ActionResult, LogFile};
+use bazel_remote_apis::google::protobuf::Any;
 use hermetic_sandbox::status::{Restrictions, Usage};
+use prost::Message;
 use serde::Serialize;
+
+use crate::digest::BlobKey;
 
 /// The `server_logs` key.
 pub const LOG_NAME: &str = "execution_log";
+/// The `type_url` of the log's `LogFile` in the result's
+/// `ExecutedActionMetadata.auxiliary_metadata`.
+pub const LOG_FILE_TYPE_URL: &str = "type.googleapis.com/build.bazel.remote.execution.v2.LogFile";
 /// The record's format version.
 pub const LOG_VERSION: u32 = 1;
+
+/// Names the log in the result's metadata as well as in `server_logs`: a
+/// cache hit carries no `server_logs`, but its ActionResult then still
+/// names the log of the run behind it (`hermetic log ACTION` reads it).
+pub fn record_in_result(result: &mut ActionResult, key: &BlobKey) {
+    let file = LogFile {
+        digest: Some(key.to_proto()),
+        human_readable: true,
+    };
+    let metadata = result
+        .execution_metadata
+        .get_or_insert_with(Default::default);
+    metadata.auxiliary_metadata.push(Any {
+        type_url: LOG_FILE_TYPE_URL.into(),
+        value: file.encode_to_vec(),
+    });
+}
 
 /// Microseconds since the Unix epoch.
 pub fn micros(t: SystemTime) -> u64 {

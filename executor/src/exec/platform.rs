@@ -1,5 +1,6 @@
 //! Platform properties: which base image and sandbox profile an action
-//! gets, and the checks of `OSFamily` and `ISA`.
+//! gets, an optional lower memory limit, and the checks of `OSFamily` and
+//! `ISA`.
 //!
 //! Every property is either honoured or refused: an unknown name is
 //! INVALID_ARGUMENT, never silently ignored.
@@ -17,6 +18,10 @@ use crate::error::{Error, Result};
 pub const CONTAINER_IMAGE: &str = "container-image";
 /// The property selecting the sandbox profile.
 pub const HERMETIC_PROFILE: &str = "hermetic-profile";
+/// A memory limit in bytes (decimal), applied as the profile's
+/// `limits.memory_bytes` when lower than the profile's own; the effective
+/// profile (and so its digest) records it.
+pub const HERMETIC_MEMORY: &str = "hermetic-memory";
 /// The operating system family (only Linux).
 pub const OS_FAMILY: &str = "OSFamily";
 /// The instruction set.
@@ -64,6 +69,7 @@ impl Choices {
     pub fn select(&self, platform: Option<&Platform>) -> Result<Selection> {
         let mut image = None;
         let mut profile = None;
+        let mut memory = None;
         let mut seen = std::collections::HashSet::new();
         for p in platform
             .map(|p| p.properties.as_slice())
@@ -78,6 +84,15 @@ impl Choices {
             match p.name.as_str() {
                 CONTAINER_IMAGE => image = Some(p.value.clone()),
                 HERMETIC_PROFILE => profile = Some(p.value.clone()),
+                HERMETIC_MEMORY => match p.value.parse::<u64>() {
+                    Ok(bytes) if bytes > 0 => memory = Some(bytes),
+                    _ => {
+                        return Err(Error::InvalidArgument(format!(
+                            "{HERMETIC_MEMORY} {:?} is not a positive number of bytes",
+                            p.value
+                        )));
+                    }
+                },
                 OS_FAMILY => {
                     if !p.value.eq_ignore_ascii_case("linux") {
                         return Err(Error::FailedPrecondition(format!(
@@ -98,7 +113,7 @@ impl Choices {
                 other => {
                     return Err(Error::InvalidArgument(format!(
                         "unsupported platform property {other:?}; supported: {CONTAINER_IMAGE}, \
-                         {HERMETIC_PROFILE}, {OS_FAMILY}, {ISA}"
+                         {HERMETIC_PROFILE}, {HERMETIC_MEMORY}, {OS_FAMILY}, {ISA}"
                     )));
                 }
             }
@@ -128,13 +143,19 @@ impl Choices {
             ))
         })?;
         let profile_name = profile.unwrap_or_else(|| self.default_profile.clone());
-        let profile = self.profiles.get(&profile_name).cloned().ok_or_else(|| {
+        let mut profile = self.profiles.get(&profile_name).cloned().ok_or_else(|| {
             let names: Vec<&str> = self.profiles.keys().map(String::as_str).collect();
             Error::FailedPrecondition(format!(
                 "{HERMETIC_PROFILE} {profile_name:?} is not loaded; accepted: [{}]",
                 names.join(", ")
             ))
         })?;
+        if let Some(bytes) = memory {
+            let mut limited = (*profile).clone();
+            let current = limited.limits.memory_bytes;
+            limited.limits.memory_bytes = Some(current.map_or(bytes, |m| m.min(bytes)));
+            profile = Arc::new(limited);
+        }
         Ok(Selection {
             image,
             rootfs,
@@ -193,5 +214,12 @@ mod tests {
         assert!(matches!(e, Err(Error::FailedPrecondition(m)) if m.contains("strict")));
         let e = c.select(Some(&platform(&[("OSFamily", "Windows")])));
         assert!(e.is_err());
+        let s = c
+            .select(Some(&platform(&[("hermetic-memory", "268435456")])))
+            .unwrap();
+        assert_eq!(s.profile.limits.memory_bytes, Some(268435456));
+        assert_ne!(s.profile_digest, c.select(None).unwrap().profile_digest);
+        let e = c.select(Some(&platform(&[("hermetic-memory", "1G")])));
+        assert!(matches!(e, Err(Error::InvalidArgument(_))));
     }
 }

@@ -117,6 +117,7 @@ pub async fn run(
     match serde_json::to_vec_pretty(&log) {
         Ok(json) => match env.store.put_new(p.function, &json) {
             Ok(key) => {
+                crate::exec::log::record_in_result(&mut result, &key);
                 server_logs.insert(
                     LOG_NAME.to_owned(),
                     LogFile {

@@ -8,6 +8,7 @@ pub mod cas_service;
 pub mod execution_service;
 pub mod operations_service;
 pub mod resource_name;
+pub mod status_service;
 
 use std::collections::HashSet;
 use std::sync::Arc;

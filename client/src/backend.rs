@@ -1,0 +1,158 @@
+//! Where a job runs: a daemon over gRPC, or `--local` (the daemon's own
+//! engine in this process, see `hermeticd::local`). Both take the same
+//! blobs, run the same action and stream the same operations, so the rest
+//! of the client does not care which.
+
+use std::path::Path;
+
+use bazel_remote_apis::build::bazel::remote::execution::v2::Digest;
+use hermeticd::digest::{BlobKey, DigestFunction};
+use hermeticd::local::Local;
+use tokio::io::AsyncWriteExt;
+use tokio_stream::StreamExt;
+
+use crate::action::{Blob, Source};
+use crate::digests::Function;
+use crate::error::{Error, Result};
+use crate::remote::{OpStream, Remote};
+
+/// A place to run jobs.
+#[derive(Debug)]
+pub enum Backend {
+    /// A daemon.
+    Remote(Remote),
+    /// This process.
+    Local(Box<Local>),
+}
+
+fn key(f: Function, d: &Digest) -> Result<BlobKey> {
+    let function = match f {
+        Function::Blake3 => DigestFunction::Blake3,
+        Function::Sha256 => DigestFunction::Sha256,
+    };
+    BlobKey::from_proto(function, d).map_err(Error::from)
+}
+
+impl Backend {
+    /// The digests among `digests` not stored.
+    pub async fn find_missing(&self, f: Function, digests: Vec<Digest>) -> Result<Vec<Digest>> {
+        match self {
+            Backend::Remote(r) => r.find_missing(f, digests).await,
+            Backend::Local(l) => {
+                let keys = digests
+                    .iter()
+                    .map(|d| key(f, d))
+                    .collect::<Result<Vec<_>>>()?;
+                Ok(l.find_missing(&keys)
+                    .iter()
+                    .map(BlobKey::to_proto)
+                    .collect())
+            }
+        }
+    }
+
+    /// Stores blobs, reporting bytes as they go.
+    pub async fn upload(
+        &self,
+        f: Function,
+        blobs: Vec<Blob>,
+        progress: &(dyn Fn(u64) + Sync),
+    ) -> Result<()> {
+        match self {
+            Backend::Remote(r) => r.upload(f, blobs, progress).await,
+            Backend::Local(l) => {
+                for b in blobs {
+                    let k = key(f, &b.digest)?;
+                    match b.source {
+                        Source::Bytes(data) => l.put_bytes(k, data).await?,
+                        Source::File(path) => l.put_file(k, path).await?,
+                    }
+                    progress(b.digest.size_bytes as u64);
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// Executes an action, streaming its operation.
+    pub async fn execute(&self, f: Function, action: Digest, skip_cache: bool) -> Result<OpStream> {
+        match self {
+            Backend::Remote(r) => r.execute(f, action, skip_cache).await,
+            Backend::Local(l) => l
+                .execute(key(f, &action)?, skip_cache)
+                .await
+                .map_err(Error::rpc("local execution")),
+        }
+    }
+
+    /// Follows an operation again after its stream broke (daemon only).
+    pub async fn wait_execution(&self, name: &str) -> Result<Option<OpStream>> {
+        match self {
+            Backend::Remote(r) => r.wait_execution(name).await.map(Some),
+            Backend::Local(_) => Ok(None),
+        }
+    }
+
+    /// A whole blob, verified against its digest.
+    pub async fn read(&self, f: Function, d: &Digest) -> Result<Vec<u8>> {
+        let data = match self {
+            Backend::Remote(r) => r.read(f, d).await?,
+            Backend::Local(l) => l.read(key(f, d)?).await?,
+        };
+        let actual = f.digest(&data);
+        if actual != *d {
+            return Err(Error::Verification(format!(
+                "blob {}:{}/{} arrived as {}/{}",
+                f.name(),
+                d.hash,
+                d.size_bytes,
+                actual.hash,
+                actual.size_bytes
+            )));
+        }
+        Ok(data)
+    }
+
+    /// Writes a blob to `path` (created, not existing), streaming it;
+    /// verified by the caller hashing the file.
+    pub async fn read_to_file(&self, f: Function, d: &Digest, path: &Path) -> Result<()> {
+        let mut out = tokio::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(path)
+            .await
+            .map_err(Error::io("create", path))?;
+        match self {
+            Backend::Remote(r) if d.size_bytes > (4 << 20) => {
+                let mut stream = r.read_stream(f, d).await?;
+                while let Some(chunk) = stream.next().await {
+                    out.write_all(&chunk?)
+                        .await
+                        .map_err(Error::io("write", path))?;
+                }
+            }
+            Backend::Remote(r) => {
+                let data = r.read(f, d).await?;
+                out.write_all(&data)
+                    .await
+                    .map_err(Error::io("write", path))?;
+            }
+            Backend::Local(l) => {
+                let src = l.open_blob(key(f, d)?).await?;
+                let mut src = tokio::fs::File::from_std(src);
+                tokio::io::copy(&mut src, &mut out)
+                    .await
+                    .map_err(Error::io("write", path))?;
+            }
+        }
+        out.flush().await.map_err(Error::io("write", path))?;
+        Ok(())
+    }
+
+    /// Lets a local engine wind down; nothing for a daemon.
+    pub async fn close(self) {
+        if let Backend::Local(l) = self {
+            l.close(std::time::Duration::from_secs(5)).await;
+        }
+    }
+}

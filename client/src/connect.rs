@@ -1,0 +1,184 @@
+//! Reaching the daemon: `unix:///path` (HTTP/2 authority `localhost`, since
+//! a socket path is not a valid authority), `grpc://HOST:PORT` (plaintext)
+//! or `grpcs://HOST:PORT` (TLS with the system's roots).
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use hyper_util::rt::TokioIo;
+use tokio::net::UnixStream;
+use tonic::transport::{Channel, ClientTlsConfig, Endpoint, Uri};
+
+use crate::error::{Error, Result};
+
+/// Where the daemon is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Remote {
+    /// A Unix socket.
+    Unix(PathBuf),
+    /// `host:port` over plaintext HTTP/2.
+    Grpc(String),
+    /// `host:port` over TLS.
+    Grpcs(String),
+}
+
+impl Remote {
+    /// Parses a `--remote` value.
+    pub fn parse(uri: &str) -> Result<Self> {
+        let bad = |why: &str| Error::InvalidJob(format!("--remote {uri:?}: {why}"));
+        if let Some(path) = uri.strip_prefix("unix://") {
+            if !path.starts_with('/') {
+                return Err(bad("a socket path must be absolute (unix:///path)"));
+            }
+            return Ok(Remote::Unix(PathBuf::from(path)));
+        }
+        let (tls, rest) = if let Some(r) = uri.strip_prefix("grpcs://") {
+            (true, r)
+        } else if let Some(r) = uri.strip_prefix("grpc://") {
+            (false, r)
+        } else {
+            return Err(bad(
+                "expected unix:///path, grpc://HOST:PORT or grpcs://HOST:PORT",
+            ));
+        };
+        let rest = rest.trim_end_matches('/');
+        match rest.rsplit_once(':') {
+            Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok() => {}
+            _ => return Err(bad("expected HOST:PORT")),
+        }
+        Ok(if tls {
+            Remote::Grpcs(rest.to_owned())
+        } else {
+            Remote::Grpc(rest.to_owned())
+        })
+    }
+
+    /// The address as a URI, for messages.
+    pub fn describe(&self) -> String {
+        match self {
+            Remote::Unix(p) => format!("unix://{}", p.display()),
+            Remote::Grpc(a) => format!("grpc://{a}"),
+            Remote::Grpcs(a) => format!("grpcs://{a}"),
+        }
+    }
+
+    /// How to get a daemon there.
+    fn hint(&self) -> String {
+        match self {
+            Remote::Unix(p) => format!(
+                "hermeticd is not running. Start it with `hermeticd` (it listens on \
+                 unix://{} by default; as a service: `systemctl start hermeticd`), \
+                 point at another daemon with --remote, or run without a daemon: \
+                 `hermetic run --local ...`",
+                p.display()
+            ),
+            _ => format!(
+                "check that hermeticd runs there and listens on that address \
+                 (`hermeticd --listen tcp://HOST:PORT`), or run without a daemon: \
+                 `hermetic run --local ...`; it was tried as {}",
+                self.describe()
+            ),
+        }
+    }
+
+    /// Connects.
+    pub async fn connect(&self) -> Result<Channel> {
+        let unreachable = |cause: String| Error::Unreachable {
+            address: self.describe(),
+            cause,
+            hint: self.hint(),
+        };
+        let timeout = Duration::from_secs(10);
+        match self {
+            Remote::Unix(path) => {
+                if !path.exists() {
+                    return Err(unreachable("the socket does not exist".into()));
+                }
+                let path = path.clone();
+                Endpoint::from_static("http://localhost")
+                    .connect_timeout(timeout)
+                    .connect_with_connector(tower::service_fn(move |_: Uri| {
+                        let path = path.clone();
+                        async move {
+                            Ok::<_, std::io::Error>(TokioIo::new(UnixStream::connect(path).await?))
+                        }
+                    }))
+                    .await
+                    .map_err(|e| unreachable(source_chain(&e)))
+            }
+            Remote::Grpc(addr) => Endpoint::try_from(format!("http://{addr}"))
+                .map_err(|e| Error::InvalidJob(format!("--remote: {e}")))?
+                .connect_timeout(timeout)
+                .connect()
+                .await
+                .map_err(|e| unreachable(source_chain(&e))),
+            Remote::Grpcs(addr) => {
+                let host = addr.rsplit_once(':').map_or(addr.as_str(), |(h, _)| h);
+                let tls = ClientTlsConfig::new()
+                    .with_native_roots()
+                    .domain_name(host.trim_matches(['[', ']']));
+                Endpoint::try_from(format!("https://{addr}"))
+                    .map_err(|e| Error::InvalidJob(format!("--remote: {e}")))?
+                    .tls_config(tls)
+                    .map_err(|e| Error::InvalidJob(format!("--remote: {e}")))?
+                    .connect_timeout(timeout)
+                    .connect()
+                    .await
+                    .map_err(|e| unreachable(source_chain(&e)))
+            }
+        }
+    }
+}
+
+/// An error with its causes, `a: b: c`.
+fn source_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cur = c.source();
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_the_three_forms() {
+        assert_eq!(
+            Remote::parse("unix:///run/x.sock").unwrap(),
+            Remote::Unix("/run/x.sock".into())
+        );
+        assert_eq!(
+            Remote::parse("grpc://127.0.0.1:8980").unwrap(),
+            Remote::Grpc("127.0.0.1:8980".into())
+        );
+        assert_eq!(
+            Remote::parse("grpcs://build.example:443").unwrap(),
+            Remote::Grpcs("build.example:443".into())
+        );
+        for bad in [
+            "unix://rel",
+            "http://x:1",
+            "grpc://nohost",
+            "grpc://:1",
+            "grpc://h:x",
+        ] {
+            assert!(Remote::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_missing_socket_says_how_to_start_the_daemon() {
+        let e = Remote::Unix("/nonexistent/hermeticd.sock".into())
+            .connect()
+            .await
+            .unwrap_err();
+        let text = e.to_string();
+        assert!(text.contains("Start it with `hermeticd`"), "{text}");
+        assert_eq!(e.exit_code(), crate::error::code::INFRA);
+    }
+}

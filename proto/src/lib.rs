@@ -1,0 +1,21 @@
+//! hermetic's own gRPC services, beside the Remote Execution API.
+//!
+//! - `hermetic.v1.Status` ([`StatusClient`], [`StatusServer`]): daemon health, the sandbox
+//!   features in force on the host, the queue, images and profiles; what
+//!   `hermetic status` shows.
+//!
+//! [`FILE_DESCRIPTOR_SET`] holds the encoded descriptors of every
+//! `hermetic.v1` file, for gRPC reflection.
+
+/// `hermetic.v1`: the generated messages, clients and servers.
+pub mod v1 {
+    #![allow(missing_docs, missing_debug_implementations, clippy::all)]
+    tonic::include_proto!("hermetic.v1");
+}
+
+pub use v1::status_client::StatusClient;
+pub use v1::status_server::{Status, StatusServer};
+
+/// The encoded `FileDescriptorSet` of `hermetic/v1/*.proto`.
+pub const FILE_DESCRIPTOR_SET: &[u8] =
+    include_bytes!(concat!(env!("OUT_DIR"), "/hermetic_v1_descriptor.bin"));
