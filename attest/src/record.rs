@@ -68,6 +68,40 @@ impl FileRecord {
     }
 }
 
+impl FileRecord {
+    /// A record of everything `reader` yields, digested in one streaming
+    /// pass (for outputs too large to hold in memory).
+    pub fn from_reader(
+        path: impl Into<String>,
+        mut reader: impl std::io::Read,
+        executable: bool,
+    ) -> std::io::Result<Self> {
+        let (mut s256, mut s1, mut b3) = (Sha256::new(), Sha1::new(), blake3::Hasher::new());
+        let mut buf = vec![0u8; 1 << 16];
+        let mut size = 0u64;
+        loop {
+            let n = match reader.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            };
+            s256.update(&buf[..n]);
+            s1.update(&buf[..n]);
+            b3.update(&buf[..n]);
+            size += n as u64;
+        }
+        Ok(Self {
+            path: path.into(),
+            size,
+            sha256: hex(&s256.finalize()),
+            blake3: b3.finalize().to_hex().to_string(),
+            sha1: Some(hex(&s1.finalize())),
+            executable,
+        })
+    }
+}
+
 /// The base image an action ran on.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
