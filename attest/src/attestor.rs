@@ -74,11 +74,12 @@ impl Attestor {
                 continue;
             }
             match LogEntry::parse(&data) {
-                Ok(LogEntry::Key { event }) => keys.apply(&event, i)?,
+                Ok(LogEntry::Key { event }) => keys.replay(&event, i)?,
                 Ok(_) => {}
                 Err(e) => return Err(AttestError::BadEntry(i, e.to_string())),
             }
         }
+        keys.reload()?;
         if let Some(i) = log.opened_checkpoint_signer() {
             keys.keyring().keys[i].check_checkpoint(log.checkpoint_size())?;
         }

@@ -79,3 +79,45 @@ fn keyring_of_another_log_is_refused() {
     let err = Attestor::open(dir.path(), "other.example/log").unwrap_err();
     assert!(err.to_string().contains("keyring is for log"), "{err}");
 }
+
+#[test]
+fn replay_of_a_history_with_a_revoked_key() {
+    use hermetic_attest::keys::{KeyEvent, KeyStore};
+    let dir = tempfile::tempdir().unwrap();
+    let mut ks = KeyStore::open(dir.path(), ORIGIN).unwrap();
+    let a = ks.generate().unwrap();
+    let b = ks.generate().unwrap();
+    let events = [
+        KeyEvent::Created {
+            keyid: a.keyid.clone(),
+            public: a.public,
+            created: a.created,
+        },
+        KeyEvent::Rotated {
+            keyid: b.keyid.clone(),
+            public: b.public,
+            created: b.created,
+            previous: a.keyid.clone(),
+        },
+        KeyEvent::Revoked {
+            keyid: a.keyid.clone(),
+            revoked: b.created,
+        },
+    ];
+    fs::remove_file(dir.path().join(format!("{}.key", a.keyid))).ok();
+    for (i, e) in events.iter().enumerate() {
+        ks.replay(e, i as u64).unwrap();
+    }
+    ks.reload().unwrap();
+    assert_eq!(ks.active().unwrap().0, b.keyid);
+    assert_eq!(
+        ks.keyring().get(&a.keyid).unwrap().status,
+        KeyStatus::Revoked
+    );
+    // Replaying again changes nothing.
+    let ring = ks.keyring().clone();
+    for (i, e) in events.iter().enumerate() {
+        ks.replay(e, i as u64).unwrap();
+    }
+    assert_eq!(ks.keyring(), &ring);
+}

@@ -172,6 +172,15 @@ impl KeyStore {
     /// keyring, and switches the signing key if the event made a new one
     /// active. A revoked key's private file is removed.
     pub fn apply(&mut self, event: &KeyEvent, index: u64) -> Result<(), StoreError> {
+        self.replay(event, index)?;
+        self.load_active()
+    }
+
+    /// Like [`Self::apply`] but without loading the signing key, for
+    /// replaying a history whose intermediate active keys may have been
+    /// revoked (and their private files removed) since. Call
+    /// [`Self::reload`] after the last event.
+    pub fn replay(&mut self, event: &KeyEvent, index: u64) -> Result<(), StoreError> {
         if self.keyring.reflects(event, index) {
             return Ok(());
         }
@@ -180,7 +189,7 @@ impl KeyStore {
         let path = self.dir.join(KEYRING_FILE);
         fsutil::replace_atomic(&path, &next.to_json(), 0o644).map_err(io_err("write", &path))?;
         self.keyring = next;
-        self.load_active()?;
+        self.active = None;
         if let KeyEvent::Revoked { keyid, .. } = event {
             let p = self.private_path(keyid);
             match fs::remove_file(&p) {
@@ -201,6 +210,11 @@ impl KeyStore {
 
     fn private_path(&self, id: &str) -> PathBuf {
         self.dir.join(format!("{id}.key"))
+    }
+
+    /// Loads the active key's private half after [`Self::replay`].
+    pub fn reload(&mut self) -> Result<(), StoreError> {
+        self.load_active()
     }
 
     fn load_active(&mut self) -> Result<(), StoreError> {
