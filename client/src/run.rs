@@ -137,7 +137,17 @@ pub async fn run(g: &Globals, args: &RunArgs) -> Result<u8> {
     .await;
     backend.close().await;
     progress.finish();
-    let report = outcome?;
+    let (report, streams) = outcome?;
+    if !g.json {
+        // The step's own output, as it wrote it.
+        if let Some(data) = &streams[0] {
+            let _ = std::io::stdout().write_all(data);
+            let _ = std::io::stdout().flush();
+        }
+        if let Some(data) = &streams[1] {
+            let _ = std::io::stderr().write_all(data);
+        }
+    }
     print(g.json, &report)?;
     Ok(report.hermetic_exit_code)
 }
@@ -181,6 +191,9 @@ struct LogFlags {
     outcome: String,
 }
 
+/// The step's stdout and stderr, when the result names them.
+type Streams = [Option<Vec<u8>>; 2];
+
 /// Downloads everything and decides the exit code.
 async fn collect(
     backend: &Backend,
@@ -189,7 +202,7 @@ async fn collect(
     name: String,
     resp: ExecuteResponse,
     progress: &Progress,
-) -> Result<RunReport> {
+) -> Result<(RunReport, Streams)> {
     let f = job.digest_function;
     let out_dir = job.out_dir.clone();
     let meta = out_dir.join(META_DIR);
@@ -263,18 +276,9 @@ async fn collect(
         (None, false) => Some(resp.message.clone()),
         (None, true) => None,
     };
-    if progress.mode() != Mode::Quiet {
-        // The step's own output, as it wrote it.
-        if let Some((_, data)) = &streams[0] {
-            let _ = std::io::stdout().write_all(data);
-            let _ = std::io::stdout().flush();
-        }
-        if let Some((_, data)) = &streams[1] {
-            let _ = std::io::stderr().write_all(data);
-        }
-    }
-    let [stdout, stderr] = streams.map(|s| s.map(|(p, _)| p));
-    Ok(RunReport {
+    let [out, err] = streams;
+    let ((stdout, out_data), (stderr, err_data)) = (out.unzip(), err.unzip());
+    let report = RunReport {
         action_digest: show(f, &prepared.action_digest),
         operation: name,
         cache_hit: resp.cached_result,
@@ -289,7 +293,8 @@ async fn collect(
         execution_log,
         bytes_uploaded: progress.bytes_uploaded(),
         elapsed_ms: progress.elapsed().as_millis() as u64,
-    })
+    };
+    Ok((report, [out_data, err_data]))
 }
 
 /// Prints the report: JSON on stdout, or lines on stderr.

@@ -259,3 +259,29 @@ fn status_shows_the_sandbox_features() {
     assert!(v["sandbox"]["landlock_abi"].is_number());
     assert_eq!(v["serving"], true);
 }
+
+#[test]
+fn running_out_of_memory_has_its_own_exit_code() {
+    let Some(d) = daemon() else { return };
+    let work = scratch(d, "run-oom");
+    let o = d
+        .hermetic()
+        .args(["run", "--json", "--memory", "32M", "--out-dir"])
+        .arg(work.join("out"))
+        .args([
+            "--",
+            "sh",
+            "-c",
+            "dd if=/dev/zero of=/dev/null bs=256M count=1",
+        ])
+        .output()
+        .unwrap();
+    let v = json(&o);
+    assert_eq!(o.status.code(), Some(71), "{v}");
+    assert_eq!(v["outcome"], "oom_killed", "{v}");
+    let log: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(work.join("out/.hermetic/execution-log.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(log["oom_killed"], true, "{log}");
+}
