@@ -26,5 +26,34 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .build_client(true)
         .build_server(true)
         .compile_fds(fds)?;
+    reapi_descriptors(&root, &out)?;
+    Ok(())
+}
+
+/// The Remote Execution API files (REAPI v2, semver, ByteStream,
+/// longrunning, rpc), compiled into a descriptor set only: their Rust
+/// types come from the `bazel-remote-apis` crate, which ships none.
+const REAPI_PROTOS: [&str; 7] = [
+    "build/bazel/remote/execution/v2/remote_execution.proto",
+    "build/bazel/semver/semver.proto",
+    "google/bytestream/bytestream.proto",
+    "google/longrunning/operations.proto",
+    "google/rpc/code.proto",
+    "google/rpc/error_details.proto",
+    "google/rpc/status.proto",
+];
+
+fn reapi_descriptors(
+    root: &std::path::Path,
+    out: &std::path::Path,
+) -> Result<(), Box<dyn std::error::Error>> {
+    for p in REAPI_PROTOS {
+        println!("cargo:rerun-if-changed={p}");
+    }
+    let fds = protox::compile(REAPI_PROTOS, [root])?;
+    std::fs::write(
+        out.join("reapi_descriptor.bin"),
+        prost::Message::encode_to_vec(&fds),
+    )?;
     Ok(())
 }

@@ -19,3 +19,10 @@ pub use v1::status_server::{Status, StatusServer};
 /// The encoded `FileDescriptorSet` of `hermetic/v1/*.proto`.
 pub const FILE_DESCRIPTOR_SET: &[u8] =
     include_bytes!(concat!(env!("OUT_DIR"), "/hermetic_v1_descriptor.bin"));
+
+/// The encoded `FileDescriptorSet` of the Remote Execution API v2 and what
+/// it uses (`build.bazel.semver`, `google.bytestream`, `google.longrunning`,
+/// `google.rpc`, and the well-known types), for gRPC reflection. Only
+/// descriptors: the message types are those of `bazel-remote-apis`.
+pub const REAPI_FILE_DESCRIPTOR_SET: &[u8] =
+    include_bytes!(concat!(env!("OUT_DIR"), "/reapi_descriptor.bin"));
