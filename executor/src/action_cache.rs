@@ -1,6 +1,8 @@
-//! The action cache: `ActionResult`s keyed by digest function and action
-//! digest, one file each under `ac/{function}/{hh}/{hash}-{size}`, written
-//! by temp file, fsync and rename.
+//! The action cache: `ActionResult`s keyed by instance name, digest
+//! function and action digest, one file each, written by temp file, fsync
+//! and rename: `ac/{function}/{hh}/{hash}-{size}` for the empty instance
+//! name, `ac/instances/{hex of the name}/{function}/...` for the others (so
+//! that one instance never serves another's results).
 //!
 //! A result is served only while every blob it refers to (outputs, the
 //! files inside output trees, stdout and stderr) is still in the CAS.
@@ -37,17 +39,28 @@ impl ActionCache {
         })
     }
 
-    fn path(&self, key: &BlobKey) -> PathBuf {
+    fn path(&self, instance: &str, key: &BlobKey) -> PathBuf {
         let hex = key.hex();
-        self.root
-            .join(key.function.name())
+        let base = if instance.is_empty() {
+            self.root.clone()
+        } else {
+            let name: String = instance.bytes().map(|b| format!("{b:02x}")).collect();
+            self.root.join("instances").join(name)
+        };
+        base.join(key.function.name())
             .join(&hex[..2])
             .join(format!("{hex}-{}", key.size))
     }
 
-    /// The stored result, if any (whatever its blobs' state).
+    /// The stored result for the empty instance name, if any (whatever its
+    /// blobs' state).
     pub fn get_raw(&self, key: &BlobKey) -> Result<Option<ActionResult>> {
-        let path = self.path(key);
+        self.get_raw_in("", key)
+    }
+
+    /// The stored result of `instance`, if any (whatever its blobs' state).
+    pub fn get_raw_in(&self, instance: &str, key: &BlobKey) -> Result<Option<ActionResult>> {
+        let path = self.path(instance, key);
         let data = match fs::read(&path) {
             Ok(d) => d,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
@@ -62,9 +75,21 @@ impl ActionCache {
             })
     }
 
-    /// The stored result if every blob it refers to is still stored.
+    /// The stored result for the empty instance name if every blob it
+    /// refers to is still stored.
     pub fn get(&self, key: &BlobKey, store: &Store) -> Result<Option<ActionResult>> {
-        let Some(result) = self.get_raw(key)? else {
+        self.get_in("", key, store)
+    }
+
+    /// The stored result of `instance` if every blob it refers to is still
+    /// stored.
+    pub fn get_in(
+        &self,
+        instance: &str,
+        key: &BlobKey,
+        store: &Store,
+    ) -> Result<Option<ActionResult>> {
+        let Some(result) = self.get_raw_in(instance, key)? else {
             return Ok(None);
         };
         match referenced_blobs(&result, key.function, store) {
@@ -74,9 +99,14 @@ impl ActionCache {
         }
     }
 
-    /// Stores a result.
+    /// Stores a result for the empty instance name.
     pub fn put(&self, key: &BlobKey, result: &ActionResult) -> Result<()> {
-        let path = self.path(key);
+        self.put_in("", key, result)
+    }
+
+    /// Stores a result for `instance`.
+    pub fn put_in(&self, instance: &str, key: &BlobKey, result: &ActionResult) -> Result<()> {
+        let path = self.path(instance, key);
         let dir = path.parent().expect("has a parent");
         fs::create_dir_all(dir).map_err(Error::io("create", dir))?;
         let tmp = self.tmp.join(uuid::Uuid::new_v4().to_string());

@@ -67,6 +67,12 @@ pub struct Config {
     /// UNAVAILABLE) or `"exec"` (one helper process per action, with its
     /// spec and status as files). Default: `"supervisor"`.
     pub sandbox_mode: SandboxMode,
+    /// A delegated cgroup under which the helper creates each action's
+    /// cgroup: a cgroup v2 directory (`/sys/fs/cgroup/hermetic.slice`), or
+    /// on cgroup v1 a path relative to each controller's hierarchy. It must
+    /// exist and be writable by the helper. Default: none (the helper's
+    /// own cgroup).
+    pub cgroup_parent: Option<PathBuf>,
     /// Directory of sandbox profiles (`*.toml`), all loaded at start-up.
     /// Default: the source tree's `sandbox-profiles/` when it exists, then
     /// `/usr/share/hermetic/sandbox-profiles`.

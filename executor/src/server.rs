@@ -110,6 +110,8 @@ impl Daemon {
                 sandbox: Sandbox::new(config.sandbox_mode, helper, kill_grace),
                 worker: host_name(),
                 kill_grace,
+                pool: Arc::new(crate::exec::dirpool::DirPool::open(&state_dir)?),
+                cgroup_parent: config.cgroup_parent.clone(),
             },
             choices: Choices {
                 images: config.images.clone(),

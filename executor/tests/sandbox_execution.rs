@@ -12,7 +12,7 @@ use bazel_remote_apis::build::bazel::remote::execution::v2::{
     execution_client::ExecutionClient,
 };
 use common::actions::{execute, put_action, put_tree, sh};
-use common::real::{probe, start};
+use common::real::{probe, start, start_with};
 use hermeticd::config::SandboxMode;
 use hermeticd::digest::DigestFunction;
 use prost::Message;
@@ -101,6 +101,20 @@ async fn runs_a_real_action_in_the_sandbox() {
     assert_eq!(log["profile"], "strict");
     let namespaces = log["restrictions"]["namespaces"].as_array().unwrap();
     assert!(namespaces.iter().any(|n| n == "user"), "{log}");
+
+    // The same input again: src/ comes back from the pool of materialized
+    // directories, untouched by what the first step wrote into it.
+    let again = sh("ls src && cat src/in.txt && echo x > src/in.txt.new");
+    let action = put_action(&mut cas, f, &again, root).await;
+    let (_, resp) = execute(&mut exec, f, action, false).await.unwrap();
+    assert_eq!(resp.status.as_ref().unwrap().code, 0, "{resp:?}");
+    let result = resp.result.unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&result.stdout_raw),
+        "in.txt\ntool.sh\nhello from the input\n",
+        "stderr: {}",
+        String::from_utf8_lossy(&result.stderr_raw)
+    );
     server.stop().await;
 }
 
@@ -189,5 +203,32 @@ async fn a_killed_supervisor_fails_its_action_tears_it_down_and_is_replaced() {
     assert_eq!(resp.status.as_ref().unwrap().code, 0, "{resp:?}");
     assert_eq!(resp.result.unwrap().stdout_raw, b"again\n");
     assert_ne!(sandbox.supervisor_pid().await, Some(first));
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_configured_cgroup_parent_reaches_the_helper() {
+    let missing = format!("hermetic-test-missing-parent-{}", std::process::id());
+    let parent = missing.clone();
+    let Some(server) = start_with(SandboxMode::Supervisor, move |c| {
+        c.cgroup_parent = Some(parent.into());
+    })
+    .await
+    else {
+        return;
+    };
+    let channel = server.tcp_channel().await;
+    let mut cas = ContentAddressableStorageClient::new(channel.clone());
+    let f = DigestFunction::Sha256;
+    let empty = put_tree(&mut cas, f, &[]).await;
+    let action = put_action(&mut cas, f, &sh("true"), empty).await;
+    let (_, resp) = execute(&mut ExecutionClient::new(channel), f, action, false)
+        .await
+        .unwrap();
+    let status = resp.status.unwrap();
+    // The helper looked for exactly that parent and refused to run without
+    // it (whether or not cgroups work here at all).
+    assert_eq!(status.code, Code::Internal as i32, "{status:?}");
+    assert!(status.message.contains(&missing), "{status:?}");
     server.stop().await;
 }

@@ -152,7 +152,8 @@ pub struct Engine {
     store: Arc<Store>,
     action_cache: Arc<ActionCache>,
     ops: Mutex<HashMap<String, Arc<Operation>>>,
-    inflight: Mutex<HashMap<BlobKey, Arc<Operation>>>,
+    /// In-flight operations by instance name and action.
+    inflight: Mutex<HashMap<(String, BlobKey), Arc<Operation>>>,
     queued: AtomicUsize,
     active: watch::Sender<usize>,
     slots: Arc<Semaphore>,
@@ -224,6 +225,14 @@ impl Engine {
             .ok_or_else(|| Error::NotFound(format!("no operation named {name:?}")))
     }
 
+    /// Every known operation (running, and finished within the retention
+    /// period), ordered by name.
+    pub fn list(&self) -> Vec<Arc<Operation>> {
+        let mut ops: Vec<Arc<Operation>> = lock(&self.ops).values().cloned().collect();
+        ops.sort_by(|a, b| a.name.cmp(&b.name));
+        ops
+    }
+
     /// Forgets a finished operation.
     pub fn delete(&self, name: &str) -> Result<()> {
         lock(&self.ops)
@@ -239,9 +248,19 @@ impl Engine {
         ops.insert(op.name.clone(), op.clone());
     }
 
-    /// Accepts an execution: a cached result, an identical action already
-    /// in flight, or a new queued operation.
+    /// [`Engine::execute_in`] the empty instance name.
     pub async fn execute(self: &Arc<Self>, params: ExecuteParams) -> Result<Arc<Operation>> {
+        self.execute_in("", params).await
+    }
+
+    /// Accepts an execution for `instance` (whose action cache it reads and
+    /// writes): a cached result, an identical action already in flight, or
+    /// a new queued operation.
+    pub async fn execute_in(
+        self: &Arc<Self>,
+        instance: &str,
+        params: ExecuteParams,
+    ) -> Result<Arc<Operation>> {
         if !self.accepting.load(Ordering::SeqCst) {
             return Err(Error::Unavailable("the executor is shutting down".into()));
         }
@@ -249,13 +268,14 @@ impl Engine {
         let store = self.store.clone();
         let action = blocking(move || action::load_action(&store, &key)).await?;
         if !params.skip_cache_lookup && !action.do_not_cache {
-            let (store, ac, inline) = (
+            let (store, ac, inline, name) = (
                 self.store.clone(),
                 self.action_cache.clone(),
                 params.inline.clone(),
+                instance.to_owned(),
             );
             let hit = blocking(move || {
-                let Some(mut r) = ac.get(&key, &store)? else {
+                let Some(mut r) = ac.get_in(&name, &key, &store)? else {
                     return Ok(None);
                 };
                 inline_result(&store, key.function, &mut r, &inline)?;
@@ -266,7 +286,8 @@ impl Engine {
                 return Ok(self.cached(key, result));
             }
         }
-        if let Some(op) = lock(&self.inflight).get(&key).filter(|o| !o.is_done()) {
+        let flight = (instance.to_owned(), key);
+        if let Some(op) = lock(&self.inflight).get(&flight).filter(|o| !o.is_done()) {
             return Ok(op.clone());
         }
         let (store, choices, limits) = (
@@ -280,7 +301,7 @@ impl Engine {
                 .await?;
         let op = {
             let mut inflight = lock(&self.inflight);
-            if let Some(op) = inflight.get(&key).filter(|o| !o.is_done()) {
+            if let Some(op) = inflight.get(&flight).filter(|o| !o.is_done()) {
                 return Ok(op.clone());
             }
             if self.queued.load(Ordering::SeqCst) >= self.settings.max_queued {
@@ -293,7 +314,7 @@ impl Engine {
                 });
             }
             let op = Operation::new(key);
-            inflight.insert(key, op.clone());
+            inflight.insert(flight.clone(), op.clone());
             self.queued.fetch_add(1, Ordering::SeqCst);
             self.active.send_modify(|n| *n += 1);
             op
@@ -307,7 +328,7 @@ impl Engine {
         let span = info_span!("action", operation = %op.name, action = ?key);
         tokio::spawn(
             async move {
-                engine.run(op2, Arc::new(prepared)).await;
+                engine.run(op2, flight, Arc::new(prepared)).await;
                 drop(pin);
             }
             .instrument(span),
@@ -327,7 +348,12 @@ impl Engine {
         op
     }
 
-    async fn run(self: Arc<Self>, op: Arc<Operation>, prepared: Arc<Prepared>) {
+    async fn run(
+        self: Arc<Self>,
+        op: Arc<Operation>,
+        flight: (String, BlobKey),
+        prepared: Arc<Prepared>,
+    ) {
         let queued_at = SystemTime::now();
         let mut cancel = op.cancel.subscribe();
         let permit = tokio::select! {
@@ -351,13 +377,13 @@ impl Engine {
                 )
                 .await;
                 if outcome.cacheable {
-                    let (ac, key, result) = (
+                    let (ac, (instance, key), result) = (
                         self.action_cache.clone(),
-                        prepared.action_key,
+                        flight.clone(),
                         outcome.response.result.clone(),
                     );
                     if let Some(result) = result
-                        && let Err(e) = blocking(move || ac.put(&key, &result)).await
+                        && let Err(e) = blocking(move || ac.put_in(&instance, &key, &result)).await
                     {
                         warn!(cause = %e, "cannot write the action cache");
                     }
@@ -384,11 +410,8 @@ impl Engine {
         op.finish(response);
         {
             let mut inflight = lock(&self.inflight);
-            if inflight
-                .get(&op.action_key)
-                .is_some_and(|o| Arc::ptr_eq(o, &op))
-            {
-                inflight.remove(&op.action_key);
+            if inflight.get(&flight).is_some_and(|o| Arc::ptr_eq(o, &op)) {
+                inflight.remove(&flight);
             }
         }
         self.active.send_modify(|n| *n -= 1);

@@ -2,6 +2,7 @@
 //! ingestion, the execution log and the engine that schedules it all.
 
 pub mod action;
+pub mod dirpool;
 pub mod engine;
 pub mod helper;
 pub mod log;

@@ -25,6 +25,7 @@ use crate::cas::{Store, blocking};
 use crate::digest::{BlobKey, DigestFunction};
 use crate::error::{Error, Result, ok_status};
 use crate::exec::action::{Prepared, under_workdir};
+use crate::exec::dirpool::DirPool;
 use crate::exec::helper::{HelperFiles, Sandbox};
 use crate::exec::log::{ExecutionLog, LOG_NAME, LOG_VERSION, Stamps, micros};
 use crate::exec::{outputs, staging};
@@ -43,6 +44,10 @@ pub struct RunEnv {
     pub worker: String,
     /// SIGTERM-to-SIGKILL grace for the helper.
     pub kill_grace: Duration,
+    /// Input subtrees materialized before, for reuse.
+    pub pool: Arc<DirPool>,
+    /// The delegated cgroup under which the helper makes each action's.
+    pub cgroup_parent: Option<PathBuf>,
 }
 
 /// The response and whether it may be cached.
@@ -140,7 +145,7 @@ pub async fn run(
         "action finished"
     );
     let work2 = work.clone();
-    let _ = tokio::task::spawn_blocking(move || remove_tree(&work2)).await;
+    let _ = tokio::task::spawn_blocking(move || staging::remove_tree(&work2)).await;
     RunOutcome {
         response: ExecuteResponse {
             result: Some(result),
@@ -150,31 +155,6 @@ pub async fn run(
             message,
         },
         cacheable,
-    }
-}
-
-/// Removes a per-action directory, making read-only directories writable
-/// first (staged trees and collected outputs may be read-only).
-fn remove_tree(path: &Path) {
-    if std::fs::remove_dir_all(path).is_ok() {
-        return;
-    }
-    fn make_writable(p: &Path) {
-        use std::os::unix::fs::PermissionsExt;
-        if let Ok(m) = std::fs::symlink_metadata(p)
-            && m.is_dir()
-        {
-            let _ = std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o755));
-            if let Ok(rd) = std::fs::read_dir(p) {
-                for e in rd.flatten() {
-                    make_writable(&e.path());
-                }
-            }
-        }
-    }
-    make_writable(path);
-    if let Err(e) = std::fs::remove_dir_all(path) {
-        warn!(path = %path.display(), cause = %e, "cannot remove an action directory");
     }
 }
 
@@ -214,27 +194,37 @@ async fn run_steps(
     // 1. Stage the input tree and the parents of every output.
     log.timestamps.input_fetch_start = now();
     let input = work.join("input");
-    {
-        let (store, p2, input2, work2) =
-            (env.store.clone(), p.clone(), input.clone(), work.to_owned());
+    let staged = {
+        let (store, pool, p2, input2, work2) = (
+            env.store.clone(),
+            env.pool.clone(),
+            p.clone(),
+            input.clone(),
+            work.to_owned(),
+        );
         blocking(move || {
             std::fs::create_dir_all(&work2).map_err(Error::io("create", &work2))?;
             let dirs: HashMap<BlobKey, &Directory> =
                 p2.tree.directories.iter().map(|(k, d)| (*k, d)).collect();
             let owner = sandbox_owner(&p2.selection.profile);
-            staging::stage(&store, &dirs, p2.input_root, &input2, owner)?;
             let wd = &p2.command.working_directory;
+            let parents: Vec<String> = p2
+                .outputs
+                .iter()
+                .filter_map(|o| Some(under_workdir(wd, &o.path).rsplit_once('/')?.0.to_owned()))
+                .collect();
+            let made = std::iter::once(wd.as_str()).chain(parents.iter().map(String::as_str));
+            let fresh = staging::touched_dirs(made.filter(|d| !d.is_empty()));
+            let staged =
+                staging::stage_input(&store, &pool, &dirs, p2.input_root, &input2, &fresh, owner)?;
             staging::create_dirs(&input2, wd, owner)?;
-            for o in &p2.outputs {
-                let rel = under_workdir(wd, &o.path);
-                if let Some((parent, _)) = rel.rsplit_once('/') {
-                    staging::create_dirs(&input2, parent, owner)?;
-                }
+            for parent in &parents {
+                staging::create_dirs(&input2, parent, owner)?;
             }
-            Ok(())
+            Ok(staged)
         })
-        .await?;
-    }
+        .await?
+    };
     log.timestamps.input_fetch_completed = now();
 
     // 2. Run the helper.
@@ -260,7 +250,7 @@ async fn run_steps(
         },
         stdout: Stdio::File(work.join("stdout")),
         stderr: Stdio::File(work.join("stderr")),
-        cgroup_parent: None,
+        cgroup_parent: env.cgroup_parent.clone(),
         variation: Variation::default(),
     };
     let files = HelperFiles {
@@ -279,6 +269,15 @@ async fn run_steps(
         .run(&spec, &files, &mut cancel, backstop, env.kill_grace)
         .await?;
     log.timestamps.execution_completed = now();
+    if run.status.is_some() {
+        // The sandbox is gone: its input subtrees serve the next action.
+        let pool = env.pool.clone();
+        let _ = blocking(move || {
+            staged.give_back(&pool);
+            Ok(())
+        })
+        .await;
+    }
 
     // 3. Ingest stdout, stderr and the outputs.
     log.timestamps.output_upload_start = now();

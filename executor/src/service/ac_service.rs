@@ -92,7 +92,7 @@ impl AcService {
         blocking(move || {
             let mut result = ctx
                 .action_cache
-                .get(&key, &ctx.store)?
+                .get_in(&req.instance_name, &key, &ctx.store)?
                 .ok_or_else(|| Error::NotFound(format!("no cached result for action {key}")))?;
             inline_result(&ctx.store, function, &mut result, &inline)?;
             Ok(result)
@@ -123,7 +123,7 @@ impl AcService {
             if !missing.is_empty() {
                 return Err(Error::MissingBlobs(missing));
             }
-            ctx.action_cache.put(&key, &result)?;
+            ctx.action_cache.put_in(&req.instance_name, &key, &result)?;
             Ok(result)
         })
         .await

@@ -7,6 +7,7 @@
 use std::collections::HashMap;
 use std::io::{Read, Seek, SeekFrom};
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -32,12 +33,19 @@ const UPLOAD_IDLE: Duration = Duration::from_secs(3600);
 /// A partial upload.
 #[derive(Debug)]
 struct Upload {
-    key: BlobKey,
     writer: Option<BlobWriter>,
     last_used: Instant,
 }
 
-type Uploads = Arc<Mutex<HashMap<String, Arc<tokio::sync::Mutex<Upload>>>>>;
+/// A partial upload and its committed size, readable while a write holds
+/// the upload (QueryWriteStatus during a Write).
+#[derive(Debug)]
+struct Slot {
+    committed: AtomicU64,
+    upload: tokio::sync::Mutex<Upload>,
+}
+
+type Uploads = Arc<Mutex<HashMap<String, Arc<Slot>>>>;
 
 /// The ByteStream service.
 #[derive(Debug, Clone)]
@@ -55,9 +63,7 @@ impl ByteStreamService {
         }
     }
 
-    fn uploads(
-        &self,
-    ) -> std::sync::MutexGuard<'_, HashMap<String, Arc<tokio::sync::Mutex<Upload>>>> {
+    fn uploads(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<Slot>>> {
         self.uploads.lock().unwrap_or_else(|p| p.into_inner())
     }
 
@@ -137,8 +143,8 @@ impl ByteStreamService {
             self.uploads().remove(&name);
             return Ok(done);
         }
-        let upload = self.upload_for(&name, key)?;
-        let mut upload = upload.try_lock().map_err(|_| {
+        let slot = self.upload_for(&name, key)?;
+        let mut upload = slot.upload.try_lock().map_err(|_| {
             Error::FailedPrecondition(format!("another write to {name:?} is in progress"))
         })?;
         upload.last_used = Instant::now();
@@ -193,6 +199,7 @@ impl ByteStreamService {
             })
             .await?;
             upload.last_used = Instant::now();
+            slot.committed.store(writer.written(), Ordering::Release);
             if req.finish_write {
                 self.uploads().remove(&name);
                 let store = self.ctx.store.clone();
@@ -215,10 +222,11 @@ impl ByteStreamService {
     }
 
     /// The partial upload for `name`, created when absent.
-    fn upload_for(&self, name: &str, key: BlobKey) -> Result<Arc<tokio::sync::Mutex<Upload>>> {
+    fn upload_for(&self, name: &str, key: BlobKey) -> Result<Arc<Slot>> {
         let mut uploads = self.uploads();
         uploads.retain(|_, u| {
-            u.try_lock()
+            u.upload
+                .try_lock()
                 .map(|u| u.last_used.elapsed() < UPLOAD_IDLE)
                 .unwrap_or(true)
         });
@@ -226,11 +234,13 @@ impl ByteStreamService {
             return Ok(u.clone());
         }
         let writer = self.ctx.store.writer(key.function)?;
-        let u = Arc::new(tokio::sync::Mutex::new(Upload {
-            key,
-            writer: Some(writer),
-            last_used: Instant::now(),
-        }));
+        let u = Arc::new(Slot {
+            committed: AtomicU64::new(0),
+            upload: tokio::sync::Mutex::new(Upload {
+                writer: Some(writer),
+                last_used: Instant::now(),
+            }),
+        });
         uploads.insert(name.to_owned(), u.clone());
         Ok(u)
     }
@@ -244,21 +254,15 @@ impl ByteStreamService {
                 complete: true,
             });
         }
-        let upload = self.uploads().get(&req.resource_name).cloned();
-        let Some(upload) = upload else {
+        let slot = self.uploads().get(&req.resource_name).cloned();
+        let Some(slot) = slot else {
             return Err(Error::NotFound(format!(
                 "no upload in progress for {:?}",
                 req.resource_name
             )));
         };
-        let committed = match upload.try_lock() {
-            Ok(u) => {
-                debug_assert_eq!(u.key, res.key);
-                u.writer.as_ref().map_or(0, |w| w.written())
-            }
-            // A write is running: report 0 conservatively.
-            Err(_) => 0,
-        };
+        // Bytes written so far, also while a Write is streaming more.
+        let committed = slot.committed.load(Ordering::Acquire);
         Ok(QueryWriteStatusResponse {
             committed_size: committed as i64,
             complete: false,

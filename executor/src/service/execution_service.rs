@@ -57,15 +57,18 @@ impl ExecutionService {
         let action_key = BlobKey::from_opt(function, req.action_digest.as_ref(), "action_digest")?;
         self.ctx
             .engine
-            .execute(ExecuteParams {
-                action_key,
-                skip_cache_lookup: req.skip_cache_lookup,
-                inline: Inline {
-                    stdout: req.inline_stdout,
-                    stderr: req.inline_stderr,
-                    files: req.inline_output_files,
+            .execute_in(
+                &req.instance_name,
+                ExecuteParams {
+                    action_key,
+                    skip_cache_lookup: req.skip_cache_lookup,
+                    inline: Inline {
+                        stdout: req.inline_stdout,
+                        stderr: req.inline_stderr,
+                        files: req.inline_output_files,
+                    },
                 },
-            })
+            )
             .await
     }
 }

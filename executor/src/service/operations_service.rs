@@ -28,11 +28,47 @@ impl OperationsService {
 
 #[tonic::async_trait]
 impl Operations for OperationsService {
+    /// Operations ordered by name, `page_size` at a time (default 100, at
+    /// most 1000); `next_page_token` is the last name of the page. No
+    /// filters.
+    #[tracing::instrument(skip_all)]
     async fn list_operations(
         &self,
-        _request: Request<ListOperationsRequest>,
+        request: Request<ListOperationsRequest>,
     ) -> Result<Response<ListOperationsResponse>, Status> {
-        Err(Error::Unimplemented("ListOperations is not supported".into()).into())
+        let req = request.into_inner();
+        if !req.filter.is_empty() {
+            return Err(Error::InvalidArgument(format!(
+                "ListOperations filters are not supported (got {:?})",
+                req.filter
+            ))
+            .into());
+        }
+        let size = match req.page_size {
+            n if n < 0 => {
+                return Err(Error::InvalidArgument(format!("negative page_size {n}")).into());
+            }
+            0 => 100,
+            n => (n as usize).min(1000),
+        };
+        let ops = self.ctx.engine.list();
+        let start = ops.partition_point(|o| o.name.as_str() <= req.page_token.as_str());
+        let start = if req.page_token.is_empty() { 0 } else { start };
+        let page: Vec<LroOperation> = ops[start..]
+            .iter()
+            .take(size)
+            .map(|o| (*o.current()).clone())
+            .collect();
+        let next_page_token = if start + page.len() < ops.len() {
+            page.last().map(|o| o.name.clone()).unwrap_or_default()
+        } else {
+            String::new()
+        };
+        Ok(Response::new(ListOperationsResponse {
+            operations: page,
+            next_page_token,
+            unreachable: Vec::new(),
+        }))
     }
 
     #[tracing::instrument(skip_all, fields(operation = %request.get_ref().name))]

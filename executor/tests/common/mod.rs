@@ -195,6 +195,14 @@ pub mod real {
     }
 
     pub async fn start(mode: SandboxMode) -> Option<TestServer> {
+        start_with(mode, |_| {}).await
+    }
+
+    /// [`start`], with `tweak` applied to the configuration last.
+    pub async fn start_with(
+        mode: SandboxMode,
+        tweak: impl FnOnce(&mut hermeticd::config::Config),
+    ) -> Option<TestServer> {
         let Some(helper) = helper() else {
             skip_or_fail(
                 "the hermetic-sandbox binary is not built (cargo build --workspace --bins)",
@@ -215,6 +223,7 @@ pub mod real {
             c.sandbox_mode = mode;
             c.profiles_dir =
                 Some(Path::new(env!("CARGO_MANIFEST_DIR")).join("../sandbox-profiles"));
+            tweak(c);
         })
         .await;
         drop(images);
