@@ -1,2 +1,0 @@
-#include "ops.h"
-int mul(int a, int b) { return a * b; }

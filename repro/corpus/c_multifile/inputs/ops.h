@@ -1,2 +1,0 @@
-int add(int a, int b);
-int mul(int a, int b);

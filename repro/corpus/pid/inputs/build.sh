@@ -1,2 +1,0 @@
-echo "built by process $$" > pid.txt
-echo "version 1.0" > fixed.txt
