@@ -223,7 +223,10 @@ fn read_tar(bytes: &[u8]) -> Result<Listing, String> {
         let field = |v: std::io::Result<u64>| v.map(|n| n.to_string()).unwrap_or_default();
         let meta = vec![
             ("type", format!("{:?}", h.entry_type())),
-            ("mode", h.mode().map(|m| format!("{m:o}")).unwrap_or_default()),
+            (
+                "mode",
+                h.mode().map(|m| format!("{m:o}")).unwrap_or_default(),
+            ),
             ("uid", field(h.uid())),
             ("gid", field(h.gid())),
             ("uname", lossy(h.username_bytes())),
@@ -269,7 +272,9 @@ fn read_zip(bytes: &[u8]) -> Result<Listing, String> {
             ),
             (
                 "mode",
-                file.unix_mode().map(|m| format!("{m:o}")).unwrap_or_default(),
+                file.unix_mode()
+                    .map(|m| format!("{m:o}"))
+                    .unwrap_or_default(),
             ),
             ("compression", file.compression().to_string()),
             ("comment", file.comment().to_owned()),

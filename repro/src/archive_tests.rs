@@ -53,11 +53,22 @@ fn ar_of(members: &[(&str, &[u8], u64)]) -> Vec<u8> {
 
 #[test]
 fn tar_member_content_and_names() {
-    let a = tar_of(&[("a.txt", b"same\n", 0), ("b.txt", b"one\n", 0), ("gone", b"", 0)]);
-    let b = tar_of(&[("a.txt", b"same\n", 0), ("b.txt", b"two\n", 0), ("new", b"", 0)]);
+    let a = tar_of(&[
+        ("a.txt", b"same\n", 0),
+        ("b.txt", b"one\n", 0),
+        ("gone", b"", 0),
+    ]);
+    let b = tar_of(&[
+        ("a.txt", b"same\n", 0),
+        ("b.txt", b"two\n", 0),
+        ("new", b"", 0),
+    ]);
     let d = compare(&a, &b, 1).unwrap();
     assert_eq!(d.format, "tar");
-    assert_eq!((d.added.clone(), d.removed.clone()), (vec!["new".into()], vec!["gone".into()]));
+    assert_eq!(
+        (d.added.clone(), d.removed.clone()),
+        (vec!["new".into()], vec!["gone".into()])
+    );
     assert!(!d.order_changed);
     assert_eq!(d.differing_members, 1);
     let m = d.first_differing.unwrap();
@@ -140,7 +151,10 @@ fn nested_archives_are_opened() {
 fn duplicates_and_mismatched_formats() {
     let a = tar_of(&[("d", b"1", 0), ("d", b"2", 0)]);
     let b = tar_of(&[("d", b"1", 0), ("d", b"3", 0)]);
-    assert_eq!(compare(&a, &b, 1).unwrap().first_differing.unwrap().name, "d (#2)");
+    assert_eq!(
+        compare(&a, &b, 1).unwrap().first_differing.unwrap().name,
+        "d (#2)"
+    );
     assert!(compare(&a, &zip_of(&[("d", b"1", 0)]), 1).is_none());
     assert!(compare(b"plain", b"text", 1).is_none());
 }

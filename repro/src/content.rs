@@ -184,7 +184,11 @@ mod tests {
         assert_eq!(d.offset, 40);
         assert_eq!(d.baseline.start, 24);
         assert_eq!(d.baseline.before.split(' ').count(), 16);
-        assert!(d.baseline.after.starts_with("28 29"), "{}", d.baseline.after);
+        assert!(
+            d.baseline.after.starts_with("28 29"),
+            "{}",
+            d.baseline.after
+        );
         assert!(d.run.after.starts_with("ff 29"), "{}", d.run.after);
         assert_eq!(d.run.after.split(' ').count(), 16);
     }

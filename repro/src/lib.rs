@@ -44,6 +44,15 @@
 //!    [`report::predicate`] for the attestation whose predicate type is
 //!    [`PREDICATE_TYPE`] (fields documented in `docs/reproducibility.md`).
 //!
+//! # `hermetic reproduce`
+//!
+//! An auditor re-executes from the inputs an attestation names and reads
+//! the rebuilt outputs with [`Tree::read`]; [`subjects::check`] against
+//! [`subjects::from_statement`] gives the yes (no mismatch) or the list of
+//! files that differ. When the attested outputs themselves are at hand
+//! (from the daemon's CAS), [`Report::new`] with two runs (both
+//! [`RunVariation::default()`]) gives the file-level diff.
+//!
 //! # Test strategy
 //!
 //! Unit tests build trees and archives in temp directories and memory.
@@ -59,6 +68,7 @@ pub mod content;
 pub mod plan;
 pub mod report;
 pub mod staging;
+pub mod subjects;
 pub mod text;
 pub mod tree;
 

@@ -186,8 +186,9 @@ pub fn plan_for_cpus(n: usize, seed: u64, cpus: u32) -> Vec<RunVariation> {
                 sandbox: Variation {
                     cpus: (!counts.is_empty()).then(|| counts[(i - 1) % counts.len()]),
                     // Distinct per run, well away from zero.
-                    clock_offset_secs: i32.saturating_mul(100_000)
-                        + (rng.next() % 100_000) as u32,
+                    clock_offset_secs: i32
+                        .saturating_mul(100_000)
+                        .saturating_add((rng.next() % 100_000) as u32),
                     // Below the default pid_max (32768) with room for the
                     // profile's pid limit above the offset.
                     pid_offset: 1000 * (1 + (i32 - 1) % 24) + (rng.next() % 1000) as u32,
@@ -342,7 +343,10 @@ mod tests {
             assert!(run.delay_ms >= p[i - 1].delay_ms + 1000);
         }
         assert_eq!(p[1].staging_order_seed, ORDER_REVERSED);
-        assert_ne!(p[1].sandbox.clock_offset_secs, p[2].sandbox.clock_offset_secs);
+        assert_ne!(
+            p[1].sandbox.clock_offset_secs,
+            p[2].sandbox.clock_offset_secs
+        );
         assert_ne!(p[1].sandbox.pid_offset, p[2].sandbox.pid_offset);
         assert_eq!(plan_for_cpus(4, 7, 8), p, "deterministic");
         assert_ne!(plan_for_cpus(4, 8, 8), p, "seeded");
@@ -395,7 +399,15 @@ mod tests {
         let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../sandbox-profiles");
         let fixed = fixed_conditions(&Profile::load(&dir, "strict").unwrap());
         let names: Vec<&str> = fixed.iter().map(|f| f.name.as_str()).collect();
-        for n in ["hostname", "user", "build_path", "locale", "tz", "source_date_epoch", "umask"] {
+        for n in [
+            "hostname",
+            "user",
+            "build_path",
+            "locale",
+            "tz",
+            "source_date_epoch",
+            "umask",
+        ] {
             assert!(names.contains(&n), "{n}");
         }
         assert!(fixed.iter().any(|f| f.value == "TZ=UTC"));

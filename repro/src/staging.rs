@@ -21,7 +21,12 @@ use crate::plan::{SplitMix64, permute};
 ///
 /// [`ORDER_REVERSED`]: crate::plan::ORDER_REVERSED
 /// [`ORDER_AS_GIVEN`]: crate::plan::ORDER_AS_GIVEN
-pub fn copy_tree(src: &Path, dst: &Path, seed: u64, owner: Option<(u32, u32)>) -> Result<(), Error> {
+pub fn copy_tree(
+    src: &Path,
+    dst: &Path,
+    seed: u64,
+    owner: Option<(u32, u32)>,
+) -> Result<(), Error> {
     let mut rng = SplitMix64(seed);
     copy_dir(src, dst, seed, &mut rng, owner)
 }
@@ -97,8 +102,14 @@ mod tests {
         for (i, seed) in [0, 1, 77].into_iter().enumerate() {
             let dst = dir.path().join(format!("dst{i}"));
             copy_tree(&src, &dst, seed, None).unwrap();
-            assert_eq!(Tree::read(&src).unwrap().digest(), Tree::read(&dst).unwrap().digest());
+            assert_eq!(
+                Tree::read(&src).unwrap().digest(),
+                Tree::read(&dst).unwrap().digest()
+            );
         }
-        assert!(copy_tree(&src, &dir.path().join("dst0"), 0, None).is_err(), "exists");
+        assert!(
+            copy_tree(&src, &dir.path().join("dst0"), 0, None).is_err(),
+            "exists"
+        );
     }
 }

@@ -72,11 +72,7 @@ pub fn render(report: &Report) -> String {
         let _ = writeln!(o, "  {:<18} {}", f.name, f.value);
     }
     if !report.differing_paths.is_empty() {
-        let _ = writeln!(
-            o,
-            "\ndiffering paths ({}):",
-            report.differing_paths.len()
-        );
+        let _ = writeln!(o, "\ndiffering paths ({}):", report.differing_paths.len());
         for path in &report.differing_paths {
             render_path(&mut o, report, path);
         }

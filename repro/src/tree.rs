@@ -110,7 +110,10 @@ impl Tree {
                     }
                 } else {
                     debug_assert!(
-                        ty.is_fifo() || ty.is_socket() || ty.is_block_device() || ty.is_char_device()
+                        ty.is_fifo()
+                            || ty.is_socket()
+                            || ty.is_block_device()
+                            || ty.is_char_device()
                     );
                     Entry::Special { mode: meta.mode() }
                 };

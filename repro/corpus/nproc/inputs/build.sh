@@ -1,0 +1,2 @@
+echo "jobs: $(nproc)" > cpus.txt
+echo "version 1.0" > fixed.txt
