@@ -285,3 +285,31 @@ fn running_out_of_memory_has_its_own_exit_code() {
     .unwrap();
     assert_eq!(log["oom_killed"], true, "{log}");
 }
+
+#[test]
+fn large_blobs_go_through_bytestream_both_ways() {
+    let Some(d) = daemon() else { return };
+    let work = scratch(d, "run-large");
+    std::fs::create_dir_all(work.join("in")).unwrap();
+    // Larger than a batch (4 MiB): ByteStream Write up, ByteStream Read down.
+    let big: Vec<u8> = (0..6u32 << 20)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
+    std::fs::write(work.join("in/big"), &big).unwrap();
+    let o = d
+        .hermetic()
+        .args(["run", "--json", "--input"])
+        .arg(work.join("in"))
+        .args(["--output", "copy", "--out-dir"])
+        .arg(work.join("out"))
+        .args(["--", "cp", "big", "copy"])
+        .output()
+        .unwrap();
+    let v = json(&o);
+    assert_eq!(o.status.code(), Some(0), "{v}");
+    let (b3, sha) = digests(&big);
+    assert_eq!(v["outputs"][0]["blake3"], b3.as_str());
+    assert_eq!(v["outputs"][0]["sha256"], sha.as_str());
+    assert!(v["bytes_uploaded"].as_u64().unwrap() >= big.len() as u64);
+    assert_eq!(std::fs::read(work.join("out/copy")).unwrap(), big);
+}

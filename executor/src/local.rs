@@ -175,3 +175,46 @@ impl Local {
         self.daemon.ctx.engine.shutdown(grace).await;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::digest::{DigestFunction, key_of};
+
+    #[tokio::test]
+    async fn stores_copies_and_locks() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = dir.path().join("state");
+        let mut config = Config::default();
+        config.cas.no_fsync = true;
+        config.profiles_dir = Some(dir.path().join("no-profiles"));
+        std::fs::create_dir(dir.path().join("no-profiles")).unwrap();
+        let local = Local::open(config.clone(), &state).await.unwrap();
+        let f = DigestFunction::Blake3;
+        let a = key_of(f, b"a");
+        local.put_bytes(a, b"a".to_vec()).await.unwrap();
+        let file = dir.path().join("input");
+        std::fs::write(&file, b"from a file").unwrap();
+        let b = key_of(f, b"from a file");
+        local.put_file(b, file.clone()).await.unwrap();
+        assert!(file.exists(), "uploads copy, never move");
+        let c = key_of(f, b"absent");
+        assert_eq!(local.find_missing(&[a, b, c]), vec![c]);
+        assert_eq!(local.read(b).await.unwrap(), b"from a file");
+        assert!(local.put_bytes(c, b"wrong".to_vec()).await.is_err());
+        assert!(local.action_result(a).await.unwrap().is_none());
+
+        // A second local run waits for the first to finish.
+        let (tx, mut rx) = tokio::sync::oneshot::channel();
+        let state2 = state.clone();
+        let second = tokio::spawn(async move {
+            let l = Local::open(config, &state2).await.unwrap();
+            let _ = tx.send(());
+            l.close(std::time::Duration::from_secs(1)).await;
+        });
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        assert!(rx.try_recv().is_err(), "the state dir is locked");
+        local.close(std::time::Duration::from_secs(1)).await;
+        second.await.unwrap();
+    }
+}
