@@ -191,8 +191,16 @@ impl Host {
     pub fn case_dir(&self, name: &str) -> PathBuf {
         let dir = self.base.join(name);
         let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(&self.base).unwrap();
         fs::create_dir_all(&dir).unwrap();
         dir
+    }
+
+    /// Removes a case's directory after it passed, and the base directory
+    /// when it is left empty (a failed case's runs stay for a post-mortem).
+    pub fn remove_case_dir(&self, dir: &Path) {
+        let _ = fs::remove_dir_all(dir);
+        let _ = fs::remove_dir(&self.base);
     }
 
     /// Stages the case's inputs in `v`'s order, runs it with `v` applied,
