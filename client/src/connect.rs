@@ -65,11 +65,17 @@ impl Remote {
     /// How to get a daemon there.
     fn hint(&self) -> String {
         match self {
-            Remote::Unix(p) => format!(
+            Remote::Unix(p) if *p == crate::config::default_socket() => format!(
                 "hermeticd is not running. Start it with `hermeticd` (it listens on \
                  unix://{} by default; as a service: `systemctl start hermeticd`), \
                  point at another daemon with --remote, or run without a daemon: \
                  `hermetic run --local ...`",
+                p.display()
+            ),
+            Remote::Unix(p) => format!(
+                "hermeticd is not running there. Start it with \
+                 `hermeticd --listen unix://{}`, point at another daemon with --remote, \
+                 or run without a daemon: `hermetic run --local ...`",
                 p.display()
             ),
             _ => format!(
@@ -135,8 +141,11 @@ fn source_chain(e: &dyn std::error::Error) -> String {
     let mut s = e.to_string();
     let mut cur = e.source();
     while let Some(c) = cur {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
+        let text = c.to_string();
+        if !s.contains(&text) {
+            s.push_str(": ");
+            s.push_str(&text);
+        }
         cur = c.source();
     }
     s
@@ -178,7 +187,10 @@ mod tests {
             .await
             .unwrap_err();
         let text = e.to_string();
-        assert!(text.contains("Start it with `hermeticd`"), "{text}");
+        assert!(
+            text.contains("Start it with `hermeticd --listen unix:///nonexistent"),
+            "{text}"
+        );
         assert_eq!(e.exit_code(), crate::error::code::INFRA);
     }
 }

@@ -102,6 +102,12 @@ impl Error {
         move |source| Error::Io { op, path, source }
     }
 
+    /// Writing our own stdout failed because the reader went away (`| head`):
+    /// not an error.
+    pub fn is_broken_pipe(&self) -> bool {
+        matches!(self, Error::Io { source, .. } if source.kind() == std::io::ErrorKind::BrokenPipe)
+    }
+
     /// A closure making an [`Error::Rpc`] from a status, for `map_err`.
     pub fn rpc(what: impl Into<String>) -> impl FnOnce(tonic::Status) -> Self {
         let what = what.into();

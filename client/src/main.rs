@@ -117,6 +117,7 @@ fn main() -> ExitCode {
     };
     match runtime.block_on(dispatch(&cli)) {
         Ok(c) => ExitCode::from(c),
+        Err(e) if e.is_broken_pipe() => ExitCode::SUCCESS,
         Err(e) => {
             let c = e.exit_code();
             if cli.json {

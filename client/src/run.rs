@@ -84,6 +84,8 @@ pub struct RunReport {
     pub out_dir: PathBuf,
     /// Outputs.
     pub outputs: Vec<Entry>,
+    /// Declared outputs the step did not produce.
+    pub missing_outputs: Vec<String>,
     /// Where the step's stdout was written.
     pub stdout: Option<PathBuf>,
     /// Where the step's stderr was written.
@@ -276,6 +278,12 @@ async fn collect(
         (None, false) => Some(resp.message.clone()),
         (None, true) => None,
     };
+    let missing_outputs = job
+        .outputs
+        .iter()
+        .filter(|o| !outputs.iter().any(|e| &e.path == *o))
+        .cloned()
+        .collect();
     let [out, err] = streams;
     let ((stdout, out_data), (stderr, err_data)) = (out.unzip(), err.unzip());
     let report = RunReport {
@@ -288,6 +296,7 @@ async fn collect(
         error,
         out_dir,
         outputs,
+        missing_outputs,
         stdout,
         stderr,
         execution_log,
@@ -349,6 +358,9 @@ fn print(json: bool, r: &RunReport) -> Result<()> {
                 o.target.as_deref().unwrap_or_default()
             ),
         };
+    }
+    for m in &r.missing_outputs {
+        let _ = writeln!(e, "missing        {m}  (declared, not produced)");
     }
     let show_path = |p: &Option<PathBuf>| p.as_deref().map(Path::display).map(|d| d.to_string());
     for (label, p) in [

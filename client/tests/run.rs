@@ -144,6 +144,7 @@ fn the_steps_exit_code_is_propagated() {
         .hermetic()
         .args(["run", "--out-dir"])
         .arg(work.join("out"))
+        .args(["--output", "never/made"])
         .args(["--", "sh", "-c", "echo failing >&2; exit 3"])
         .output()
         .unwrap();
@@ -151,6 +152,10 @@ fn the_steps_exit_code_is_propagated() {
     assert_eq!(o.status.code(), Some(3), "{stderr}");
     assert!(stderr.contains("failing"), "{stderr}");
     assert!(stderr.contains("exit code      3 (failed)"), "{stderr}");
+    assert!(
+        stderr.contains("missing        never/made  (declared, not produced)"),
+        "{stderr}"
+    );
 }
 
 #[test]
