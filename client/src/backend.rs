@@ -156,3 +156,43 @@ impl Backend {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::error::code;
+
+    #[tokio::test]
+    async fn a_corrupted_blob_is_a_verification_failure() {
+        let dir = tempfile::tempdir().unwrap();
+        let profiles = dir.path().join("profiles");
+        std::fs::create_dir(&profiles).unwrap();
+        let mut config = hermeticd::config::Config::default();
+        config.cas.no_fsync = true;
+        config.profiles_dir = Some(profiles);
+        let state = dir.path().join("state");
+        let local = Local::open(config, &state).await.unwrap();
+        let backend = Backend::Local(Box::new(local));
+        let f = Function::Blake3;
+        let data = b"the real content".to_vec();
+        let digest = f.digest(&data);
+        let blob = Blob {
+            digest: digest.clone(),
+            source: Source::Bytes(data.clone()),
+        };
+        backend.upload(f, vec![blob], &|_| {}).await.unwrap();
+        assert_eq!(backend.read(f, &digest).await.unwrap(), data);
+        // Tamper with the stored file behind the store's back.
+        let path = state
+            .join("cas/blake3")
+            .join(&digest.hash[..2])
+            .join(&digest.hash);
+        std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o644))
+            .unwrap();
+        std::fs::write(&path, b"the fake content").unwrap();
+        let e = backend.read(f, &digest).await.unwrap_err();
+        assert!(matches!(e, Error::Verification(_)), "{e}");
+        assert_eq!(e.exit_code(), code::VERIFICATION);
+        backend.close().await;
+    }
+}
