@@ -139,7 +139,22 @@ pub async fn run(g: &Globals, args: &RunArgs) -> Result<u8> {
     .await;
     backend.close().await;
     progress.finish();
-    let (report, streams) = outcome?;
+    let (report, streams) = outcome.map_err(|e| match e {
+        Error::Rpc {
+            what,
+            status_code: tonic::Code::FailedPrecondition,
+            message,
+        } if args.local => Error::Rpc {
+            what,
+            status_code: tonic::Code::FailedPrecondition,
+            message: format!(
+                "{message} (--local takes images, profiles and the helper from the \
+                 hermeticd config named by `local.daemon_config` in the client settings, \
+                 default /etc/hermetic/hermeticd.toml)"
+            ),
+        },
+        e => e,
+    })?;
     if !g.json {
         // The step's own output, as it wrote it.
         if let Some(data) = &streams[0] {
