@@ -11,6 +11,7 @@
 mod crun;
 mod helper;
 mod machine;
+mod reapi;
 mod report;
 mod stats;
 mod variants;
@@ -48,6 +49,24 @@ struct Cli {
     /// Measured rounds (default: 200 fast, 2000 full).
     #[arg(long)]
     rounds: Option<usize>,
+    /// Which benchmark: sandbox start (issue 2) or the REAPI server (issue 3).
+    #[arg(long, value_enum, default_value = "sandbox-start")]
+    suite: Suite,
+    /// The `hermeticd` binary (the REAPI suite).
+    #[arg(long, value_name = "FILE")]
+    hermeticd: Option<PathBuf>,
+    /// The sandbox profiles directory (the REAPI suite).
+    #[arg(long, value_name = "DIR")]
+    profiles: Option<PathBuf>,
+}
+
+/// The benchmarks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Suite {
+    /// `/bin/true` through the helper beside bare exec, bwrap and crun.
+    SandboxStart,
+    /// `hermeticd` through gRPC.
+    Reapi,
 }
 
 /// Fast for a quick look, full for the record.
@@ -84,6 +103,9 @@ fn real_main() -> Result<()> {
         bail!(
             "must run as root: the sandbox helper, bwrap and crun are measured as root (the daemon's setting)"
         );
+    }
+    if cli.suite == Suite::Reapi {
+        return reapi_main(&cli);
     }
     let (warmup, planned, budget) = cli.mode.plan();
     let planned = cli.rounds.unwrap_or(planned);
@@ -198,4 +220,73 @@ fn print(run: &report::Run) {
     for note in &run.notes {
         println!("note: {note}");
     }
+}
+
+/// The REAPI suite: measure, print, update the document's section.
+fn reapi_main(cli: &Cli) -> Result<()> {
+    let plan = match cli.mode {
+        Mode::Fast => reapi::Plan {
+            noop_rounds: 100,
+            hit_rounds: 2000,
+            hit_secs: 5,
+            upload_rounds: 2,
+            find_rounds: 50,
+            stage_rounds: 10,
+        },
+        Mode::Full => reapi::Plan {
+            noop_rounds: 500,
+            hit_rounds: 10_000,
+            hit_secs: 20,
+            upload_rounds: 5,
+            find_rounds: 200,
+            stage_rounds: 30,
+        },
+    };
+    let work = std::path::absolute(&cli.work_dir)?;
+    std::fs::create_dir_all(&work)?;
+    let sandbox = work.join("hermetic-sandbox");
+    std::fs::copy(&cli.sandbox, &sandbox)
+        .with_context(|| format!("cannot copy {}", cli.sandbox.display()))?;
+    let hermeticd = work.join("hermeticd");
+    let source = cli.hermeticd.as_ref().context("--hermeticd is required")?;
+    std::fs::copy(source, &hermeticd)
+        .with_context(|| format!("cannot copy {}", source.display()))?;
+    let inputs = reapi::Inputs {
+        hermeticd,
+        sandbox,
+        rootfs: std::path::absolute(&cli.rootfs)?,
+        profiles: cli.profiles.clone().context("--profiles is required")?,
+        work,
+    };
+    reapi::check(&inputs)?;
+    let machine = machine::describe();
+    let load_before = machine::loadavg();
+    let start = Instant::now();
+    let results = reapi::run(&inputs, plan)?;
+    let run = reapi::report::Run {
+        machine,
+        command: cli.command.clone(),
+        results,
+        elapsed_secs: start.elapsed().as_secs_f64(),
+        notes: vec![format!(
+            "load average (1, 5, 15 min) {load_before} before, {} after; the client, the daemon and \
+             the sandbox share the machine's CPUs",
+            machine::loadavg()
+        )],
+    };
+    println!(
+        "\nREAPI server\n\n{}\nNo-op phases (medians, ms)\n\n{}",
+        reapi::report::table(&run.results),
+        reapi::report::phases_table(&run.results)
+    );
+    if let Some(doc) = &cli.doc {
+        report::write_marked(
+            doc,
+            reapi::report::BEGIN,
+            reapi::report::END,
+            &reapi::report::section(&run),
+        )?;
+        eprintln!("hermetic-bench: wrote {}", doc.display());
+    }
+    Ok(())
 }

@@ -216,8 +216,15 @@ pub fn section(run: &Run) -> String {
     s
 }
 
-/// Replaces the section in `path` (or appends it; or creates the file).
+/// Replaces the sandbox-start section in `path` (or appends it; or
+/// creates the file).
 pub fn write_doc(path: &Path, section: &str) -> Result<()> {
+    write_marked(path, BEGIN, END, section)
+}
+
+/// Replaces the section between `BEGIN` and `END` in `path` (or appends
+/// it; or creates the file).
+pub fn write_marked(path: &Path, begin: &str, end: &str, section: &str) -> Result<()> {
     let old = match std::fs::read_to_string(path) {
         Ok(s) => s,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::from(
@@ -228,12 +235,12 @@ pub fn write_doc(path: &Path, section: &str) -> Result<()> {
         ),
         Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
     };
-    let new = match (old.find(BEGIN), old.find(END)) {
+    let new = match (old.find(begin), old.find(end)) {
         (Some(b), Some(e)) if b < e => format!(
             "{}{}{}",
             &old[..b],
             section,
-            old[e + END.len()..].trim_start_matches('\n')
+            old[e + end.len()..].trim_start_matches('\n')
         ),
         _ => format!(
             "{}\n{}",

@@ -250,7 +250,12 @@ pub async fn serve(
         let signal = async move {
             let _ = rx.wait_for(|s| *s).await;
         };
-        let router = tonic::transport::Server::builder().add_routes(routes.clone());
+        // Windows well above one 1 MiB ByteStream message, so that uploads
+        // stream instead of waiting for a window update per message.
+        let router = tonic::transport::Server::builder()
+            .initial_stream_window_size(16 << 20)
+            .initial_connection_window_size(32 << 20)
+            .add_routes(routes.clone());
         servers.push(tokio::spawn(async move {
             match listener {
                 Listener::Tcp(l) => {

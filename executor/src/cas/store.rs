@@ -317,6 +317,28 @@ impl BlobWriter {
     pub fn written(&self) -> u64 {
         self.written
     }
+
+    /// A copy of the running hash, for hashing on another thread while
+    /// [`BlobWriter::write_unhashed`] writes; hand the result back with
+    /// [`BlobWriter::set_hasher`] before committing or resuming.
+    pub fn hasher(&self) -> Hasher {
+        self.hasher.clone()
+    }
+
+    /// Appends bytes that the caller hashes itself (see
+    /// [`BlobWriter::hasher`]).
+    pub fn write_unhashed(&mut self, data: &[u8]) -> Result<()> {
+        self.file
+            .write_all(data)
+            .map_err(Error::io("write", &self.path))?;
+        self.written += data.len() as u64;
+        Ok(())
+    }
+
+    /// Replaces the running hash with one fed every byte written.
+    pub fn set_hasher(&mut self, hasher: Hasher) {
+        self.hasher = hasher;
+    }
 }
 
 impl Drop for BlobWriter {

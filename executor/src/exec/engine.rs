@@ -7,7 +7,7 @@
 //! and WaitExecution streams subscribe to it, so a client disconnecting
 //! does not cancel anything. Only CancelOperation (or shutdown) does.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
@@ -33,6 +33,9 @@ use crate::service::ac_service::{Inline, inline_result};
 const METADATA_URL: &str =
     "type.googleapis.com/build.bazel.remote.execution.v2.ExecuteOperationMetadata";
 const RESPONSE_URL: &str = "type.googleapis.com/build.bazel.remote.execution.v2.ExecuteResponse";
+/// Finished operations kept at most (a flood of cache hits, each an
+/// operation, must not grow memory for the whole retention period).
+pub const MAX_FINISHED_OPS: usize = 100_000;
 
 /// Engine settings.
 #[derive(Debug, Clone)]
@@ -60,7 +63,6 @@ pub struct Operation {
     pub action_key: BlobKey,
     state: watch::Sender<Arc<LroOperation>>,
     cancel: watch::Sender<bool>,
-    finished: Mutex<Option<Instant>>,
 }
 
 impl Operation {
@@ -77,7 +79,6 @@ impl Operation {
             action_key,
             state: watch::Sender::new(initial),
             cancel: watch::Sender::new(false),
-            finished: Mutex::new(None),
         })
     }
 
@@ -106,7 +107,6 @@ impl Operation {
     }
 
     fn finish(&self, response: ExecuteResponse) {
-        *self.finished.lock().unwrap_or_else(|p| p.into_inner()) = Some(Instant::now());
         self.state.send_replace(Arc::new(lro(
             &self.name,
             &self.action_key,
@@ -145,6 +145,14 @@ fn lro(
     }
 }
 
+/// What the cache lookup found.
+enum Looked {
+    /// A cached result, inlined as asked.
+    Hit(Box<ActionResult>),
+    /// No usable result: the action, prepared to run.
+    Miss(Box<Prepared>),
+}
+
 /// The engine.
 #[derive(Debug)]
 pub struct Engine {
@@ -152,6 +160,8 @@ pub struct Engine {
     store: Arc<Store>,
     action_cache: Arc<ActionCache>,
     ops: Mutex<HashMap<String, Arc<Operation>>>,
+    /// Names of finished operations, oldest first, for pruning `ops`.
+    finished: Mutex<VecDeque<(Instant, String)>>,
     /// In-flight operations by instance name and action.
     inflight: Mutex<HashMap<(String, BlobKey), Arc<Operation>>>,
     queued: AtomicUsize,
@@ -189,6 +199,7 @@ impl Engine {
             store,
             action_cache,
             ops: Mutex::default(),
+            finished: Mutex::default(),
             inflight: Mutex::default(),
             queued: AtomicUsize::new(0),
             active: watch::Sender::new(0),
@@ -241,11 +252,34 @@ impl Engine {
             .ok_or_else(|| Error::NotFound(format!("no operation named {name:?}")))
     }
 
+    /// Makes `op` visible to GetOperation and WaitExecution, forgetting
+    /// finished operations past the retention period or beyond
+    /// [`MAX_FINISHED_OPS`] (oldest first), in time proportional to what
+    /// is forgotten.
     fn register(&self, op: &Arc<Operation>) {
         let retention = self.settings.retention;
+        let expired: Vec<String> = {
+            let mut finished = lock(&self.finished);
+            let mut expired = Vec::new();
+            while let Some((at, _)) = finished.front() {
+                if at.elapsed() < retention && finished.len() <= MAX_FINISHED_OPS {
+                    break;
+                }
+                expired.extend(finished.pop_front().map(|(_, name)| name));
+            }
+            expired
+        };
         let mut ops = lock(&self.ops);
-        ops.retain(|_, o| lock(&o.finished).is_none_or(|t| t.elapsed() < retention));
+        for name in &expired {
+            ops.remove(name);
+        }
         ops.insert(op.name.clone(), op.clone());
+    }
+
+    /// Publishes `op`'s response and queues it for pruning.
+    fn finish(&self, op: &Operation, response: ExecuteResponse) {
+        op.finish(response);
+        lock(&self.finished).push_back((Instant::now(), op.name.clone()));
     }
 
     /// [`Engine::execute_in`] the empty instance name.
@@ -265,40 +299,37 @@ impl Engine {
             return Err(Error::Unavailable("the executor is shutting down".into()));
         }
         let key = params.action_key;
-        let store = self.store.clone();
-        let action = blocking(move || action::load_action(&store, &key)).await?;
-        if !params.skip_cache_lookup && !action.do_not_cache {
-            let (store, ac, inline, name) = (
-                self.store.clone(),
-                self.action_cache.clone(),
-                params.inline.clone(),
-                instance.to_owned(),
-            );
-            let hit = blocking(move || {
-                let Some(mut r) = ac.get_in(&name, &key, &store)? else {
-                    return Ok(None);
-                };
-                inline_result(&store, key.function, &mut r, &inline)?;
-                Ok(Some(r))
-            })
-            .await?;
-            if let Some(result) = hit {
-                return Ok(self.cached(key, result));
-            }
-        }
         let flight = (instance.to_owned(), key);
         if let Some(op) = lock(&self.inflight).get(&flight).filter(|o| !o.is_done()) {
             return Ok(op.clone());
         }
-        let (store, choices, limits) = (
+        // One trip to a blocking thread: the Action, the cache, preparation.
+        let (store, ac, choices, limits, name, skip) = (
             self.store.clone(),
+            self.action_cache.clone(),
             self.settings.choices.clone(),
             self.settings.limits,
+            instance.to_owned(),
+            params.skip_cache_lookup,
         );
         let inline = params.inline;
-        let prepared =
-            blocking(move || action::prepare(&store, &choices, limits, key, action, inline))
-                .await?;
+        let looked = blocking(move || {
+            let action = action::load_action(&store, &key)?;
+            if !skip
+                && !action.do_not_cache
+                && let Some(mut r) = ac.get_in(&name, &key, &store)?
+            {
+                inline_result(&store, key.function, &mut r, &inline)?;
+                return Ok(Looked::Hit(Box::new(r)));
+            }
+            action::prepare(&store, &choices, limits, key, action, inline)
+                .map(|p| Looked::Miss(Box::new(p)))
+        })
+        .await?;
+        let prepared = match looked {
+            Looked::Hit(result) => return Ok(self.cached(key, *result)),
+            Looked::Miss(p) => *p,
+        };
         let op = {
             let mut inflight = lock(&self.inflight);
             if let Some(op) = inflight.get(&flight).filter(|o| !o.is_done()) {
@@ -338,12 +369,15 @@ impl Engine {
 
     fn cached(&self, key: BlobKey, result: ActionResult) -> Arc<Operation> {
         let op = Operation::new(key);
-        op.finish(ExecuteResponse {
-            result: Some(result),
-            cached_result: true,
-            status: Some(crate::error::ok_status()),
-            ..Default::default()
-        });
+        self.finish(
+            &op,
+            ExecuteResponse {
+                result: Some(result),
+                cached_result: true,
+                status: Some(crate::error::ok_status()),
+                ..Default::default()
+            },
+        );
         self.register(&op);
         op
     }
@@ -407,7 +441,7 @@ impl Engine {
         } else {
             response
         };
-        op.finish(response);
+        self.finish(&op, response);
         {
             let mut inflight = lock(&self.inflight);
             if inflight.get(&flight).is_some_and(|o| Arc::ptr_eq(o, &op)) {

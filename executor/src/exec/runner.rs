@@ -269,22 +269,18 @@ async fn run_steps(
         .run(&spec, &files, &mut cancel, backstop, env.kill_grace)
         .await?;
     log.timestamps.execution_completed = now();
-    if run.status.is_some() {
-        // The sandbox is gone: its input subtrees serve the next action.
-        let pool = env.pool.clone();
-        let _ = blocking(move || {
-            staged.give_back(&pool);
-            Ok(())
-        })
-        .await;
-    }
 
     // 3. Ingest stdout, stderr and the outputs.
     log.timestamps.output_upload_start = now();
     let function = p.function;
     let (stdout, stderr) = {
-        let (store, w) = (env.store.clone(), work.to_owned());
+        let (store, w, pool) = (env.store.clone(), work.to_owned(), env.pool.clone());
+        let reusable = run.status.is_some().then_some(staged);
         blocking(move || {
+            if let Some(staged) = reusable {
+                // The sandbox is gone: its input subtrees serve the next action.
+                staged.give_back(&pool);
+            }
             Ok((
                 ingest_stream(&store, function, &w.join("stdout"))?,
                 ingest_stream(&store, function, &w.join("stderr"))?,
@@ -445,9 +441,8 @@ fn sandbox_owner(profile: &hermetic_sandbox::profile::Profile) -> Option<(u32, u
 
 /// Ingests a stdout or stderr file; absent means empty.
 fn ingest_stream(store: &Store, function: DigestFunction, path: &Path) -> Result<BlobKey> {
-    if path.exists() {
-        store.ingest_file(path, function, false)
-    } else {
-        Ok(function.empty())
+    match std::fs::metadata(path) {
+        Ok(m) if m.len() > 0 => store.ingest_file(path, function, false),
+        _ => Ok(function.empty()),
     }
 }

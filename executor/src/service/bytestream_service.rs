@@ -24,6 +24,7 @@ use crate::digest::BlobKey;
 use crate::error::{Error, Result};
 use crate::service::Context;
 use crate::service::resource_name::{parse_read, parse_write};
+use crate::service::write_pipeline::WritePipeline;
 
 /// Bytes per ReadResponse.
 const READ_CHUNK: usize = 1 << 20;
@@ -41,7 +42,7 @@ struct Upload {
 /// the upload (QueryWriteStatus during a Write).
 #[derive(Debug)]
 struct Slot {
-    committed: AtomicU64,
+    committed: Arc<AtomicU64>,
     upload: tokio::sync::Mutex<Upload>,
 }
 
@@ -148,61 +149,73 @@ impl ByteStreamService {
             Error::FailedPrecondition(format!("another write to {name:?} is in progress"))
         })?;
         upload.last_used = Instant::now();
+        let Some(writer) = upload.writer.take() else {
+            // An earlier write failed and lost the temp file.
+            self.uploads().remove(&name);
+            return Err(Error::Internal(format!(
+                "upload {name:?} was lost; start again"
+            )));
+        };
+        let mut sent = writer.written();
+        let pipe = WritePipeline::start(writer, slot.committed.clone());
         let mut msg = Some(first);
-        loop {
+        // Ok(true): finish_write; Ok(false): stored meanwhile by another
+        // client; Err: the upload stays resumable unless removed below.
+        let outcome: Result<bool> = loop {
             let req = match msg.take() {
                 Some(m) => m,
                 None => match stream.next().await {
                     Some(Ok(m)) => m,
                     Some(Err(e)) => {
-                        return Err(Error::Cancelled(format!("write stream failed: {e}")));
+                        break Err(Error::Cancelled(format!("write stream failed: {e}")));
                     }
                     None => {
-                        return Err(Error::InvalidArgument(
+                        break Err(Error::InvalidArgument(
                             "write stream ended before finish_write".into(),
                         ));
                     }
                 },
             };
             if !req.resource_name.is_empty() && req.resource_name != name {
-                return Err(Error::InvalidArgument(format!(
+                break Err(Error::InvalidArgument(format!(
                     "resource_name changed mid-stream from {name:?} to {:?}",
                     req.resource_name
                 )));
             }
-            let Some(writer) = upload.writer.take() else {
-                // An earlier write failed and lost the temp file.
-                self.uploads().remove(&name);
-                return Err(Error::Internal(format!(
-                    "upload {name:?} was lost; start again"
-                )));
-            };
-            let committed = writer.written();
-            if req.write_offset as u64 != committed || req.write_offset < 0 {
-                upload.writer = Some(writer);
-                return Err(Error::InvalidArgument(format!(
-                    "write_offset {} does not match the committed size {committed}",
+            if req.write_offset < 0 || req.write_offset as u64 != sent {
+                break Err(Error::InvalidArgument(format!(
+                    "write_offset {} does not match the committed size {sent}",
                     req.write_offset
                 )));
             }
-            if committed + req.data.len() as u64 > key.size {
+            if sent + req.data.len() as u64 > key.size {
                 self.uploads().remove(&name);
-                return Err(Error::InvalidArgument(format!(
+                break Err(Error::InvalidArgument(format!(
                     "more data than the digest's size {}",
                     key.size
                 )));
             }
-            let data = req.data;
-            let writer = blocking(move || {
-                let mut writer = writer;
-                writer.write(&data).map(|()| writer)
-            })
-            .await?;
+            sent += req.data.len() as u64;
+            if pipe.send(req.data).await.is_err() {
+                break Ok(false); // the writer failed: reported below
+            }
             upload.last_used = Instant::now();
-            slot.committed.store(writer.written(), Ordering::Release);
             if req.finish_write {
+                break Ok(true);
+            }
+            if self.ctx.store.contains(&key) {
+                break Ok(false);
+            }
+        };
+        let (writer, written) = pipe.finish().await?;
+        upload.last_used = Instant::now();
+        if let Err(e) = written {
+            self.uploads().remove(&name);
+            return Err(e);
+        }
+        match outcome {
+            Ok(true) => {
                 self.uploads().remove(&name);
-                let store = self.ctx.store.clone();
                 if writer.written() != key.size {
                     return Err(Error::InvalidArgument(format!(
                         "finish_write after {} bytes; the digest says {}",
@@ -210,14 +223,18 @@ impl ByteStreamService {
                         key.size
                     )));
                 }
+                let store = self.ctx.store.clone();
                 blocking(move || store.commit(writer, key)).await?;
-                return Ok(done);
+                Ok(done)
             }
-            if self.ctx.store.contains(&key) {
+            Ok(false) => {
                 self.uploads().remove(&name);
-                return Ok(done);
+                Ok(done)
             }
-            upload.writer = Some(writer);
+            Err(e) => {
+                upload.writer = Some(writer);
+                Err(e)
+            }
         }
     }
 
@@ -235,7 +252,7 @@ impl ByteStreamService {
         }
         let writer = self.ctx.store.writer(key.function)?;
         let u = Arc::new(Slot {
-            committed: AtomicU64::new(0),
+            committed: Arc::new(AtomicU64::new(0)),
             upload: tokio::sync::Mutex::new(Upload {
                 writer: Some(writer),
                 last_used: Instant::now(),

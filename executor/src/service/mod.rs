@@ -9,6 +9,7 @@ pub mod execution_service;
 pub mod operations_service;
 pub mod resource_name;
 pub mod status_service;
+pub mod write_pipeline;
 
 use std::collections::HashSet;
 use std::sync::Arc;
