@@ -138,6 +138,7 @@ impl Store {
             path,
             hasher: function.hasher(),
             written: 0,
+            early_writeback: self.fsync,
         })
     }
 
@@ -300,17 +301,19 @@ pub struct BlobWriter {
     path: PathBuf,
     hasher: Hasher,
     written: u64,
+    /// Start writing back each full [`WRITEBACK_STEP`] as it is written,
+    /// so that the fsync at commit has little left to wait for.
+    early_writeback: bool,
 }
+
+/// Bytes between two early writeback requests of a large blob.
+const WRITEBACK_STEP: u64 = 16 << 20;
 
 impl BlobWriter {
     /// Appends bytes.
     pub fn write(&mut self, data: &[u8]) -> Result<()> {
         self.hasher.update(data);
-        self.file
-            .write_all(data)
-            .map_err(Error::io("write", &self.path))?;
-        self.written += data.len() as u64;
-        Ok(())
+        self.write_unhashed(data)
     }
 
     /// Bytes written so far.
@@ -331,7 +334,12 @@ impl BlobWriter {
         self.file
             .write_all(data)
             .map_err(Error::io("write", &self.path))?;
+        let before = self.written;
         self.written += data.len() as u64;
+        if self.early_writeback && before / WRITEBACK_STEP != self.written / WRITEBACK_STEP {
+            let end = self.written / WRITEBACK_STEP * WRITEBACK_STEP;
+            start_writeback(&self.file, end - WRITEBACK_STEP, WRITEBACK_STEP);
+        }
         Ok(())
     }
 
@@ -347,6 +355,23 @@ impl Drop for BlobWriter {
         // fails harmlessly.
         let _ = fs::remove_file(&self.path);
     }
+}
+
+/// Asks the kernel to start writing `len` bytes at `offset` of `file` to
+/// disk, without waiting (`sync_file_range(SYNC_FILE_RANGE_WRITE)`). Only a
+/// head start for the fsync that follows: errors are left to that fsync.
+fn start_writeback(file: &File, offset: u64, len: u64) {
+    use std::os::fd::AsRawFd;
+    // SAFETY: the descriptor belongs to `file`, open for the whole call;
+    // sync_file_range reads no memory of ours and only schedules I/O.
+    let _ = unsafe {
+        nix::libc::sync_file_range(
+            file.as_raw_fd(),
+            offset as i64,
+            len as i64,
+            nix::libc::SYNC_FILE_RANGE_WRITE,
+        )
+    };
 }
 
 /// Removes a temp file unless forgotten.

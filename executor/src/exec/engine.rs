@@ -63,6 +63,8 @@ pub struct Operation {
     pub action_key: BlobKey,
     state: watch::Sender<Arc<LroOperation>>,
     cancel: watch::Sender<bool>,
+    /// Set once the result is in the action cache (or will not be).
+    settled: watch::Sender<bool>,
 }
 
 impl Operation {
@@ -79,6 +81,7 @@ impl Operation {
             action_key,
             state: watch::Sender::new(initial),
             cancel: watch::Sender::new(false),
+            settled: watch::Sender::new(false),
         })
     }
 
@@ -300,8 +303,14 @@ impl Engine {
         }
         let key = params.action_key;
         let flight = (instance.to_owned(), key);
-        if let Some(op) = lock(&self.inflight).get(&flight).filter(|o| !o.is_done()) {
-            return Ok(op.clone());
+        let pending = lock(&self.inflight).get(&flight).cloned();
+        if let Some(op) = pending {
+            if !op.is_done() {
+                return Ok(op);
+            }
+            // Finished, its result being written to the cache: wait for it.
+            let mut settled = op.settled.subscribe();
+            let _ = settled.wait_for(|s| *s).await;
         }
         // One trip to a blocking thread: the Action, the cache, preparation.
         let (store, ac, choices, limits, name, skip) = (
@@ -395,11 +404,14 @@ impl Engine {
             _ = cancel.wait_for(|c| *c) => None,
         };
         self.queued.fetch_sub(1, Ordering::SeqCst);
-        let response = match permit {
-            None => ExecuteResponse {
-                status: Some(Error::Cancelled("cancelled while queued".into()).to_rpc_status()),
-                ..Default::default()
-            },
+        let (response, to_cache) = match permit {
+            None => (
+                ExecuteResponse {
+                    status: Some(Error::Cancelled("cancelled while queued".into()).to_rpc_status()),
+                    ..Default::default()
+                },
+                None,
+            ),
             Some(_permit) => {
                 op.set_stage(execution_stage::Value::Executing);
                 let outcome = runner::run(
@@ -410,19 +422,11 @@ impl Engine {
                     queued_at,
                 )
                 .await;
-                if outcome.cacheable {
-                    let (ac, (instance, key), result) = (
-                        self.action_cache.clone(),
-                        flight.clone(),
-                        outcome.response.result.clone(),
-                    );
-                    if let Some(result) = result
-                        && let Err(e) = blocking(move || ac.put_in(&instance, &key, &result)).await
-                    {
-                        warn!(cause = %e, "cannot write the action cache");
-                    }
-                }
-                outcome.response
+                let to_cache = outcome
+                    .cacheable
+                    .then(|| outcome.response.result.clone())
+                    .flatten();
+                (outcome.response, to_cache)
             }
         };
         let response = if self.shutting_down.load(Ordering::SeqCst)
@@ -442,6 +446,16 @@ impl Engine {
             response
         };
         self.finish(&op, response);
+        // The client has its answer; the cache write follows. Until it is
+        // done the operation stays in `inflight`, where an identical
+        // Execute waits for it (see `execute_in`) instead of missing.
+        if let Some(result) = to_cache {
+            let (ac, (instance, key)) = (self.action_cache.clone(), flight.clone());
+            if let Err(e) = blocking(move || ac.put_in(&instance, &key, &result)).await {
+                warn!(cause = %e, "cannot write the action cache");
+            }
+        }
+        op.settled.send_replace(true);
         {
             let mut inflight = lock(&self.inflight);
             if inflight.get(&flight).is_some_and(|o| Arc::ptr_eq(o, &op)) {
