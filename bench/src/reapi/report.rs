@@ -137,7 +137,7 @@ pub fn phases_table(r: &Results) -> String {
     };
     format!(
         "| queued → worker start | input fetch (staging) | execution (the helper) | output upload | \
-         worker start → completed | outside the worker (gRPC, cache write, client) |\n\
+         worker start → completed | outside the worker (gRPC, lookup, execution log, clean-up, client) |\n\
          |---:|---:|---:|---:|---:|---:|\n| {} | {} | {} | {} | {} | {} |\n",
         col(0),
         col(1),
