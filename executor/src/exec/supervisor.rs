@@ -304,7 +304,11 @@ impl Supervisor {
 async fn forward_stderr(stderr: ChildStderr) {
     let mut lines = BufReader::new(stderr).lines();
     while let Ok(Some(line)) = lines.next_line().await {
-        info!(target: "hermetic_sandbox", "{line}");
+        if line.contains("warning") || line.contains("error") {
+            warn!(target: "hermetic_sandbox", "{line}");
+        } else {
+            info!(target: "hermetic_sandbox", "{line}");
+        }
     }
 }
 
