@@ -27,6 +27,8 @@ pub struct Daemon {
     child: Child,
     /// Its socket.
     pub socket: PathBuf,
+    /// Its state directory, removed when dropped (gigabytes of blobs).
+    state: PathBuf,
 }
 
 impl Daemon {
@@ -75,7 +77,11 @@ impl Daemon {
             child.id(),
             state.display()
         );
-        Ok(Daemon { child, socket })
+        Ok(Daemon {
+            child,
+            socket,
+            state,
+        })
     }
 
     /// A new connection (its own HTTP/2 connection), waiting for the socket.
@@ -109,6 +115,7 @@ impl Drop for Daemon {
             nix::sys::signal::Signal::SIGTERM,
         );
         let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.state);
     }
 }
 
