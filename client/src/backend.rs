@@ -170,6 +170,7 @@ mod tests {
         let mut config = hermeticd::config::Config::default();
         config.cas.no_fsync = true;
         config.profiles_dir = Some(profiles);
+        config.image_store = Some(dir.path().join("images"));
         let state = dir.path().join("state");
         let local = Local::open(config, &state).await.unwrap();
         let backend = Backend::Local(Box::new(local));
