@@ -12,7 +12,6 @@
 
 mod common;
 #[path = "../../image/tests/common/mod.rs"]
-#[allow(dead_code, unused_imports)]
 mod image_common;
 
 use std::path::{Path, PathBuf};
