@@ -45,6 +45,12 @@ pub enum Command {
     Log(LogArgs),
     /// Show daemon health, capabilities, sandbox features and the queue
     Status,
+    /// Manage base images: import, ls, inspect, rm, trust, untrust
+    Image {
+        /// What to do.
+        #[command(subcommand)]
+        command: crate::image_cmd::ImageCommand,
+    },
     /// Print a shell completion script
     Completions {
         /// The shell.
@@ -79,7 +85,8 @@ pub struct RunArgs {
     /// Job file (TOML; see the README); flags override its values
     #[arg(short = 'f', long = "file", value_name = "JOB.toml")]
     pub file: Option<PathBuf>,
-    /// Base image: an image name or digest the daemon knows
+    /// Base image: an alias or digest (hermetic-image:blake3:HEX) in the
+    /// daemon's image store; resolved to the digest the action pins
     #[arg(long, value_name = "DIGEST|ALIAS")]
     pub image: Option<String>,
     /// Directory uploaded as the step's /work

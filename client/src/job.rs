@@ -7,7 +7,7 @@
 //!
 //! ```toml
 //! command = ["make", "-j2", "all"]  # required: argv of the step
-//! image = "toolchain"               # container-image; default: the daemon's
+//! image = "toolchain"               # alias or digest, pinned by digest; default: the daemon's
 //! input = "src"                     # directory uploaded as /work
 //! outputs = ["hello", "build/doc"]  # paths relative to /work
 //! timeout = "10m"                   # humantime: 90s, 10m, 1h30m

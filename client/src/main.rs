@@ -4,6 +4,7 @@
 //!   file), uploads only the blobs the store lacks, executes it through the
 //!   daemon (or `--local`, with the daemon's own engine in this process),
 //!   and downloads stdout, stderr, the outputs and the execution log.
+//! - `hermetic image`: import, list, inspect, remove, (un)trust base images.
 //! - `hermetic log`, `hermetic status`: an execution log; the daemon's
 //!   health, sandbox features and queue.
 //! - `hermetic completions SHELL`, `hermetic man`: generated from the CLI
@@ -19,6 +20,7 @@ mod connect;
 mod digests;
 mod download;
 mod error;
+mod image_cmd;
 mod job;
 mod log_cmd;
 mod operation;
@@ -78,6 +80,7 @@ async fn dispatch(cli: &Cli) -> Result<u8, error::Error> {
         Command::Run(args) => run::run(&globals, args).await,
         Command::Log(args) => log_cmd::log(&globals, args).await,
         Command::Status => status_cmd::status(&globals).await,
+        Command::Image { command } => image_cmd::image(&globals, command).await,
         Command::Completions { .. } | Command::Man { .. } => unreachable!("handled in main"),
     }
 }

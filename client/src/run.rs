@@ -107,16 +107,9 @@ pub async fn run(g: &Globals, args: &RunArgs) -> Result<u8> {
     if file.digest_function.is_none() {
         file.digest_function.clone_from(&g.settings.digest_function);
     }
-    let job = Job::validate(file)?;
+    let mut job = Job::validate(file)?;
     let f = job.digest_function;
     let progress = Progress::new(Mode::detect(g.json));
-    progress.stage("hashing inputs");
-    let prepared = {
-        let j = job.clone();
-        tokio::task::spawn_blocking(move || action::prepare(&j))
-            .await
-            .map_err(|e| Error::Infra(format!("hashing task failed: {e}")))??
-    };
     let backend = if args.local {
         progress.stage("opening the local executor");
         let config = g.settings.local_daemon_config()?;
@@ -135,9 +128,24 @@ pub async fn run(g: &Globals, args: &RunArgs) -> Result<u8> {
         Backend::Remote(g.connect(Some(f)).await?)
     };
     let outcome = async {
-        let (name, resp) = execute(&backend, &job, &prepared, args.no_cache, &progress).await?;
+        // The image is pinned by digest before the action is built: an
+        // alias is never part of an action key.
+        if let Some(name) = job.image.take() {
+            progress.stage("resolving the image");
+            job.image = Some(backend.resolve_image(&name).await?);
+        }
+        progress.stage("hashing inputs");
+        let prepared = {
+            let j = job.clone();
+            tokio::task::spawn_blocking(move || action::prepare(&j))
+                .await
+                .map_err(|e| Error::Infra(format!("hashing task failed: {e}")))??
+        };
+        let job = &job;
+        let prepared = &prepared;
+        let (name, resp) = execute(&backend, job, prepared, args.no_cache, &progress).await?;
         progress.stage("downloading outputs");
-        collect(&backend, &job, &prepared, name, resp, &progress).await
+        collect(&backend, job, prepared, name, resp, &progress).await
     }
     .await;
     backend.close().await;
@@ -151,9 +159,9 @@ pub async fn run(g: &Globals, args: &RunArgs) -> Result<u8> {
             what,
             status_code: tonic::Code::FailedPrecondition,
             message: format!(
-                "{message} (--local takes images, profiles and the helper from the \
-                 hermeticd config named by `local.daemon_config` in the client settings, \
-                 default /etc/hermetic/hermeticd.toml)"
+                "{message} (--local takes profiles and the helper from the hermeticd \
+                 config named by `local.daemon_config` in the client settings, default \
+                 /etc/hermetic/hermeticd.toml, and images from that daemon's image store)"
             ),
         },
         e => e,
