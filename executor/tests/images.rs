@@ -331,3 +331,36 @@ async fn actions_pin_trusted_images_and_removal_respects_the_cache() {
     assert!(!hexes.contains(&unused.digest["hermetic-image:blake3:".len()..].to_owned()));
     server.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reflection_lists_the_images_service() {
+    use prost::Message;
+    use tokio_stream::StreamExt;
+    use tonic_reflection::pb::v1::{
+        ServerReflectionRequest, server_reflection_client::ServerReflectionClient,
+        server_reflection_request::MessageRequest, server_reflection_response::MessageResponse,
+    };
+    let server = TestServer::start(no_images).await;
+    let req = ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(MessageRequest::FileContainingSymbol(
+            "hermetic.v1.Images".into(),
+        )),
+    };
+    let mut stream = ServerReflectionClient::new(server.unix_channel().await)
+        .server_reflection_info(tokio_stream::iter(vec![req]))
+        .await
+        .unwrap()
+        .into_inner();
+    let resp = stream.next().await.unwrap().unwrap();
+    let Some(MessageResponse::FileDescriptorResponse(files)) = resp.message_response else {
+        panic!("unexpected {resp:?}")
+    };
+    let file = prost_types::FileDescriptorProto::decode(files.file_descriptor_proto[0].as_slice())
+        .unwrap();
+    assert_eq!(file.package(), "hermetic.v1");
+    let service = file.service.iter().find(|s| s.name() == "Images").unwrap();
+    let methods: Vec<&str> = service.method.iter().map(|m| m.name()).collect();
+    assert_eq!(methods, ["Import", "List", "Inspect", "Remove", "SetTrust"]);
+    server.stop().await;
+}
