@@ -177,11 +177,13 @@ impl Daemon {
         let reflection_v1 = tonic_reflection::server::Builder::configure()
             .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
             .register_encoded_file_descriptor_set(hermetic_proto::REAPI_FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(hermetic_proto::FILE_DESCRIPTOR_SET)
             .build_v1()
             .expect("the bundled descriptors are valid");
         let reflection_v1alpha = tonic_reflection::server::Builder::configure()
             .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
             .register_encoded_file_descriptor_set(hermetic_proto::REAPI_FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(hermetic_proto::FILE_DESCRIPTOR_SET)
             .build_v1alpha()
             .expect("the bundled descriptors are valid");
         let mut builder = Routes::builder();
