@@ -13,6 +13,8 @@
 //! - [`service`]: the gRPC services, thin wrappers over the above.
 //! - [`server`]: start-up and [`server::serve`].
 //! - [`local`]: daemonless execution on a private state directory.
+//! - [`provenance`]: signed provenance, SBOMs and the transparency log of
+//!   every executed action; the `hermetic.v1.Provenance` service.
 //!
 //! # Clients on the Unix socket
 //! gRPC clients connecting over the Unix socket must send the authority
@@ -26,6 +28,7 @@ pub mod digest;
 pub mod error;
 pub mod exec;
 pub mod local;
+pub mod provenance;
 pub mod server;
 pub mod service;
 

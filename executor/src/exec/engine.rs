@@ -376,13 +376,23 @@ impl Engine {
         Ok(op)
     }
 
+    /// Keys and transparency log.
+    pub fn provenance(&self) -> &Arc<crate::provenance::Provenance> {
+        &self.settings.run_env.provenance
+    }
+
     fn cached(&self, key: BlobKey, result: ActionResult) -> Arc<Operation> {
         let op = Operation::new(key);
+        // The original execution's provenance documents.
+        let server_logs = crate::provenance::from_result(&result)
+            .map(|r| crate::provenance::server_logs(&r))
+            .unwrap_or_default();
         self.finish(
             &op,
             ExecuteResponse {
                 result: Some(result),
                 cached_result: true,
+                server_logs,
                 status: Some(crate::error::ok_status()),
                 ..Default::default()
             },

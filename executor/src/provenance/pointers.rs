@@ -1,0 +1,87 @@
+//! Where an action's provenance is recorded, in ways a REAPI client can
+//! ignore:
+//!
+//! - the ActionResult's `execution_metadata.auxiliary_metadata` holds a
+//!   `hermetic.v1.ProvenanceRef` (type URL [`REF_TYPE_URL`]); the action
+//!   cache stores it with the result, so a cache hit names the original
+//!   attestation;
+//! - `ExecuteResponse.server_logs` names the documents as CAS blobs:
+//!   [`PROVENANCE_LOG`], [`SBOM_CDX_LOG`], [`SBOM_SPDX_LOG`], [`KEYRING_LOG`].
+
+use std::collections::HashMap;
+
+use bazel_remote_apis::build::bazel::remote::execution::v2::{ActionResult, Digest, LogFile};
+use bazel_remote_apis::google::protobuf::Any;
+use hermetic_proto::v1::{BlobDigest, ProvenanceRef};
+use prost::Message;
+
+use crate::digest::BlobKey;
+
+/// The `type_url` of the ref in `auxiliary_metadata`.
+pub const REF_TYPE_URL: &str = "type.googleapis.com/hermetic.v1.ProvenanceRef";
+/// `server_logs` key of the provenance bundle.
+pub const PROVENANCE_LOG: &str = "provenance";
+/// `server_logs` key of the CycloneDX SBOM.
+pub const SBOM_CDX_LOG: &str = "sbom.cdx";
+/// `server_logs` key of the SPDX SBOM.
+pub const SBOM_SPDX_LOG: &str = "sbom.spdx";
+/// `server_logs` key of the public keyring at signing time.
+pub const KEYRING_LOG: &str = "keyring";
+
+/// A CAS blob as the proto names it.
+pub fn blob(key: &BlobKey) -> BlobDigest {
+    BlobDigest {
+        hash: key.hex(),
+        size_bytes: key.size as i64,
+    }
+}
+
+fn digest(b: &Option<BlobDigest>) -> Option<Digest> {
+    b.as_ref().map(|b| Digest {
+        hash: b.hash.clone(),
+        size_bytes: b.size_bytes,
+    })
+}
+
+/// Adds `r` to the result's auxiliary metadata.
+pub fn record_in_result(result: &mut ActionResult, r: &ProvenanceRef) {
+    let metadata = result
+        .execution_metadata
+        .get_or_insert_with(Default::default);
+    metadata.auxiliary_metadata.push(Any {
+        type_url: REF_TYPE_URL.into(),
+        value: r.encode_to_vec(),
+    });
+}
+
+/// The ref recorded in `result`, if any (a malformed one counts as none).
+pub fn from_result(result: &ActionResult) -> Option<ProvenanceRef> {
+    result
+        .execution_metadata
+        .as_ref()?
+        .auxiliary_metadata
+        .iter()
+        .find(|a| a.type_url == REF_TYPE_URL)
+        .and_then(|a| ProvenanceRef::decode(a.value.as_slice()).ok())
+}
+
+/// The `server_logs` entries naming `r`'s documents.
+pub fn server_logs(r: &ProvenanceRef) -> HashMap<String, LogFile> {
+    [
+        (PROVENANCE_LOG, &r.bundle),
+        (SBOM_CDX_LOG, &r.sbom_cyclonedx),
+        (SBOM_SPDX_LOG, &r.sbom_spdx),
+        (KEYRING_LOG, &r.keyring),
+    ]
+    .into_iter()
+    .filter_map(|(name, b)| {
+        Some((
+            name.to_owned(),
+            LogFile {
+                digest: Some(digest(b)?),
+                human_readable: true,
+            },
+        ))
+    })
+    .collect()
+}
