@@ -6,6 +6,8 @@
 //!   and downloads stdout, stderr, the outputs and the execution log.
 //! - `hermetic log`, `hermetic status`: an execution log; the daemon's
 //!   health, sandbox features and queue.
+//! - `hermetic verify`: artifacts against their signed provenance,
+//!   offline; `hermetic keys export`, `hermetic admin keys rotate|revoke`.
 //! - `hermetic completions SHELL`, `hermetic man`: generated from the CLI
 //!   definition in [`cli`].
 //!
@@ -20,12 +22,15 @@ mod digests;
 mod download;
 mod error;
 mod job;
+mod keys_cmd;
 mod log_cmd;
 mod operation;
 mod progress;
+mod provenance;
 mod remote;
 mod run;
 mod status_cmd;
+mod verify_cmd;
 
 use std::io::Write;
 use std::process::ExitCode;
@@ -77,6 +82,9 @@ async fn dispatch(cli: &Cli) -> Result<u8, error::Error> {
         Command::Run(args) => run::run(&globals, args).await,
         Command::Log(args) => log_cmd::log(&globals, args).await,
         Command::Status => status_cmd::status(&globals).await,
+        Command::Verify(args) => verify_cmd::verify(&globals, args),
+        Command::Keys(args) => keys_cmd::keys(&globals, args).await,
+        Command::Admin(args) => keys_cmd::admin(&globals, args).await,
         Command::Completions { .. } | Command::Man { .. } => unreachable!("handled in main"),
     }
 }

@@ -92,6 +92,8 @@ pub struct RunReport {
     pub stderr: Option<PathBuf>,
     /// Where the execution log was written.
     pub execution_log: Option<PathBuf>,
+    /// Where the provenance bundle, SBOMs and keyring were written.
+    pub attestation: crate::provenance::Written,
     /// Bytes uploaded.
     pub bytes_uploaded: u64,
     /// Wall-clock milliseconds.
@@ -261,6 +263,7 @@ async fn collect(
         }
         outputs = download::outputs(backend, f, r, &out_dir).await?;
     }
+    let attestation = crate::provenance::download(backend, f, &resp, &meta).await?;
     let ran =
         result.is_some() && (code == tonic::Code::Ok || code == tonic::Code::DeadlineExceeded);
     let (outcome, exit) = if flags.timed_out || code == tonic::Code::DeadlineExceeded {
@@ -315,6 +318,7 @@ async fn collect(
         stdout,
         stderr,
         execution_log,
+        attestation,
         bytes_uploaded: progress.bytes_uploaded(),
         elapsed_ms: progress.elapsed().as_millis() as u64,
     };
@@ -382,6 +386,10 @@ fn print(json: bool, r: &RunReport) -> Result<()> {
         ("stdout", &r.stdout),
         ("stderr", &r.stderr),
         ("execution log", &r.execution_log),
+        ("provenance", &r.attestation.provenance),
+        ("sbom", &r.attestation.sbom_cyclonedx),
+        ("sbom", &r.attestation.sbom_spdx),
+        ("keyring", &r.attestation.keyring),
     ] {
         if let Some(p) = show_path(p) {
             let _ = writeln!(e, "{label:<15}{p}");
