@@ -313,6 +313,7 @@ impl Engine {
             let _ = settled.wait_for(|s| *s).await;
         }
         // One trip to a blocking thread: the Action, the cache, preparation.
+        let prov = self.provenance().clone();
         let (store, ac, choices, limits, name, skip) = (
             self.store.clone(),
             self.action_cache.clone(),
@@ -329,6 +330,9 @@ impl Engine {
                 && let Some(mut r) = ac.get_in(&name, &key, &store)?
             {
                 inline_result(&store, key.function, &mut r, &inline)?;
+                if let Err(e) = prov.refresh_in_result(&store, key.function, &mut r) {
+                    warn!(cause = %e, "cannot refresh the provenance of a cached result");
+                }
                 return Ok(Looked::Hit(Box::new(r)));
             }
             action::prepare(&store, &choices, limits, key, action, inline)

@@ -199,6 +199,38 @@ impl Provenance {
     }
 }
 
+impl Provenance {
+    /// A fresh bundle of the attestation at `index`: the original envelope
+    /// with an inclusion proof against the latest checkpoint (which stays
+    /// verifiable after the key that signed the original checkpoint was
+    /// revoked).
+    pub fn bundle_for(&self, index: u64) -> Result<Bundle> {
+        self.with(|a| a.bundle_for(index)).map_err(|e| {
+            Error::Internal(format!("cannot rebuild the bundle of entry {index}: {e}"))
+        })
+    }
+
+    /// For a cache hit: replaces the ref in `result` by one naming a fresh
+    /// bundle of the same attestation and the current keyring (stored in
+    /// the CAS). A result without provenance is left alone. Blocking.
+    pub fn refresh_in_result(
+        &self,
+        store: &Store,
+        function: DigestFunction,
+        result: &mut bazel_remote_apis::build::bazel::remote::execution::v2::ActionResult,
+    ) -> Result<()> {
+        let Some(mut r) = from_result(result) else {
+            return Ok(());
+        };
+        let bundle = self.bundle_for(r.log_index)?.to_json();
+        let keyring = self.with(|a| a.keyring().to_json());
+        r.bundle = Some(pointers::blob(&store.put_new(function, &bundle)?));
+        r.keyring = Some(pointers::blob(&store.put_new(function, &keyring)?));
+        pointers::replace_in_result(result, &r);
+        Ok(())
+    }
+}
+
 /// Appends `trust` to the log unless an identical record is there already.
 fn log_trust_once(a: &mut Attestor, trust: &serde_json::Value) -> Result<()> {
     let wanted = LogEntry::ImageTrust {

@@ -54,6 +54,14 @@ pub fn record_in_result(result: &mut ActionResult, r: &ProvenanceRef) {
     });
 }
 
+/// Replaces the ref in `result` (or adds it).
+pub fn replace_in_result(result: &mut ActionResult, r: &ProvenanceRef) {
+    if let Some(m) = result.execution_metadata.as_mut() {
+        m.auxiliary_metadata.retain(|a| a.type_url != REF_TYPE_URL);
+    }
+    record_in_result(result, r);
+}
+
 /// The ref recorded in `result`, if any (a malformed one counts as none).
 pub fn from_result(result: &ActionResult) -> Option<ProvenanceRef> {
     result

@@ -104,16 +104,9 @@ impl ProvenanceService {
                     Err(e) => Err(e),
                 }
             };
-            // The log is the record of truth: an evicted bundle is rebuilt
-            // from its entry (same envelope, a proof against the latest
-            // checkpoint).
-            let bundle = match read(&r.bundle)? {
-                Some(b) => b,
-                None => prov
-                    .with(|a| a.bundle_for(r.log_index))
-                    .map_err(|e| Error::Internal(format!("cannot rebuild the bundle: {e}")))?
-                    .to_json(),
-            };
+            // From the log, the record of truth: the original envelope with
+            // a proof against the latest checkpoint.
+            let bundle = prov.bundle_for(r.log_index)?.to_json();
             Ok(GetProvenanceResponse {
                 bundle,
                 sbom_cyclonedx: read(&r.sbom_cyclonedx)?.unwrap_or_default(),
