@@ -308,3 +308,83 @@ fn base64_encode(data: &[u8]) -> String {
     use base64::Engine as _;
     base64::engine::general_purpose::STANDARD.encode(data)
 }
+
+/// The venv of `scripts/attest-venv` (`$HERMETIC_ATTEST_VENV`, default
+/// `~/.cache/hermetic/attest-venv`): its python, or `None` after a loud
+/// SKIP (a failure under CI=true).
+fn attest_python() -> Option<PathBuf> {
+    let venv = std::env::var_os("HERMETIC_ATTEST_VENV")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            let home = std::env::var_os("HOME").unwrap_or_else(|| "/root".into());
+            Path::new(&home).join(".cache/hermetic/attest-venv")
+        });
+    let py = venv.join("bin/python");
+    if py.exists() {
+        return Some(py);
+    }
+    common::skip_or_fail(&format!(
+        "no third-party verifier venv at {} (run scripts/attest-venv)",
+        venv.display()
+    ));
+    None
+}
+
+/// Runs one of the attest crate's third-party checks (`attest/tests/py`).
+fn third_party(py: &Path, script: &str, args: &[&Path]) {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../attest/tests/py")
+        .join(script);
+    let o = std::process::Command::new(py)
+        .arg(path)
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{script}: {:?}", text(&o));
+}
+
+#[test]
+fn third_party_verifiers_accept_what_a_run_wrote() {
+    let Some(d) = daemon() else { return };
+    let Some(py) = attest_python() else { return };
+    let _keys = KEYS.read().unwrap();
+    let (out, _) = run(
+        d,
+        "prov-third-party",
+        "third party",
+        "mkdir -p o && cp seed o/f && echo g > o/g",
+        &["o"],
+    );
+    let meta = out.join(".hermetic");
+    let dir = d.dir.join("prov-third-party");
+    let b = bundle(&out);
+    let keyid = signer(&b);
+    let keyring: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(meta.join("keyring.json")).unwrap()).unwrap();
+    let public = keyring["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|k| k["keyid"] == keyid.as_str())
+        .map(|k| k["keyval"]["public"].as_str().unwrap().to_owned())
+        .unwrap();
+    // securesystemslib: the envelope's signature and our keyid.
+    let envelope = dir.join("envelope.json");
+    std::fs::write(&envelope, serde_json::to_vec(&b["dsseEnvelope"]).unwrap()).unwrap();
+    third_party(
+        &py,
+        "check_dsse.py",
+        &[&envelope, Path::new(&public), Path::new(&keyid)],
+    );
+    // in-toto-attestation: the Statement and SLSA Provenance v1, strictly.
+    let statement = dir.join("statement.json");
+    std::fs::write(
+        &statement,
+        base64_decode(b["dsseEnvelope"]["payload"].as_str().unwrap()),
+    )
+    .unwrap();
+    third_party(&py, "check_statement.py", &[&statement]);
+    // pyspdxtools and cyclonedx-python-lib: the SBOMs.
+    third_party(&py, "check_spdx.py", &[&meta.join("sbom.spdx.json")]);
+    third_party(&py, "check_cyclonedx.py", &[&meta.join("sbom.cdx.json")]);
+}
