@@ -93,3 +93,49 @@ pub fn server_logs(r: &ProvenanceRef) -> HashMap<String, LogFile> {
     })
     .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn r(index: u64) -> ProvenanceRef {
+        let b = |h: &str| {
+            Some(BlobDigest {
+                hash: h.repeat(64),
+                size_bytes: 1,
+            })
+        };
+        ProvenanceRef {
+            log_index: index,
+            bundle: b("a"),
+            sbom_cyclonedx: b("b"),
+            sbom_spdx: b("c"),
+            keyring: None,
+        }
+    }
+
+    #[test]
+    fn a_ref_survives_the_result_and_is_replaced_not_repeated() {
+        let mut result = ActionResult::default();
+        assert_eq!(from_result(&result), None);
+        record_in_result(&mut result, &r(3));
+        assert_eq!(from_result(&result), Some(r(3)));
+        replace_in_result(&mut result, &r(7));
+        assert_eq!(from_result(&result), Some(r(7)));
+        let aux = &result
+            .execution_metadata
+            .as_ref()
+            .unwrap()
+            .auxiliary_metadata;
+        assert_eq!(aux.len(), 1);
+        // Only the documents present are named; the keyring is absent here.
+        let logs = server_logs(&r(7));
+        let mut names: Vec<&str> = logs.keys().map(String::as_str).collect();
+        names.sort();
+        assert_eq!(names, [PROVENANCE_LOG, SBOM_CDX_LOG, SBOM_SPDX_LOG]);
+        assert_eq!(
+            logs[PROVENANCE_LOG].digest.as_ref().unwrap().hash,
+            "a".repeat(64)
+        );
+    }
+}

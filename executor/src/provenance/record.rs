@@ -97,7 +97,7 @@ pub fn execution_record(
     Ok(ExecutionRecord {
         argv: p.command.arguments.clone(),
         env: log.env.iter().cloned().collect::<BTreeMap<_, _>>(),
-        cwd: wd.clone(),
+        cwd: clean(wd),
         declared_outputs: p.outputs.iter().map(|o| o.path.clone()).collect(),
         input_root: sha256_of_blob(store, &p.input_root)?,
         image,
@@ -114,13 +114,36 @@ pub fn execution_record(
         stdout: stream(&result.stdout_digest)?,
         stderr: stream(&result.stderr_digest)?,
         execution_log: sha256_of_blob(store, log_key)?,
-        outputs: output_files(store, f, wd, result)?,
+        outputs: unique(output_files(store, f, wd, result)?),
         inputs: if builder.record_inputs {
-            Some(input_files(store, p)?)
+            Some(unique(input_files(store, p)?))
         } else {
             None
         },
     })
+}
+
+/// Paths cleaned (no empty or `.` components: `./out//a` is `out/a`) and
+/// each listed once: an output file inside a declared output directory is
+/// the same file.
+fn unique(files: Vec<FileRecord>) -> Vec<FileRecord> {
+    let mut seen = std::collections::HashSet::new();
+    files
+        .into_iter()
+        .map(|mut f| {
+            f.path = clean(&f.path);
+            f
+        })
+        .filter(|f| seen.insert(f.path.clone()))
+        .collect()
+}
+
+/// `path` without empty or `.` components.
+fn clean(path: &str) -> String {
+    path.split('/')
+        .filter(|c| !c.is_empty() && *c != ".")
+        .collect::<Vec<_>>()
+        .join("/")
 }
 
 fn micros_to_timestamp(us: u64) -> Timestamp {
@@ -259,4 +282,22 @@ pub(crate) fn hex(bytes: &[u8]) -> String {
         let _ = write!(s, "{b:02x}");
         s
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_are_cleaned_and_listed_once() {
+        let files = vec![
+            FileRecord::of("./out//a", b"a", false),
+            FileRecord::of("out/a", b"a", false),
+            FileRecord::of("out/b", b"b", true),
+        ];
+        let got: Vec<String> = unique(files).into_iter().map(|f| f.path).collect();
+        assert_eq!(got, ["out/a", "out/b"]);
+        assert_eq!(clean("."), "");
+        assert_eq!(clean("src/./x/"), "src/x");
+    }
 }
