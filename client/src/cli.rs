@@ -120,6 +120,14 @@ pub struct RunArgs {
     /// Do not look the action up in the action cache
     #[arg(long)]
     pub no_cache: bool,
+    /// Check reproducibility: run N times (2..=8) in sandboxes varied in
+    /// time, clocks, pids, CPUs, ASLR, env and input order; compare outputs
+    /// (exit 66 when they differ)
+    #[arg(long, value_name = "N", num_args = 0..=1, default_missing_value = "2", require_equals = true)]
+    pub check_repro: Option<u32>,
+    /// With --check-repro: on a difference, find the responsible variation
+    #[arg(long)]
+    pub bisect: bool,
     /// The command and its arguments (after `--`)
     #[arg(last = true, value_name = "CMD")]
     pub command: Vec<String>,
@@ -150,6 +158,12 @@ impl RunArgs {
         }
         if self.out_dir.is_some() {
             job.out_dir.clone_from(&self.out_dir);
+        }
+        if self.check_repro.is_some() {
+            job.check_repro = self.check_repro;
+        }
+        if self.bisect {
+            job.repro_bisect = Some(true);
         }
         job.outputs.extend(self.outputs.iter().cloned());
         for kv in &self.env {

@@ -26,6 +26,7 @@ mod log_cmd;
 mod operation;
 mod progress;
 mod remote;
+mod repro;
 mod run;
 mod status_cmd;
 

@@ -71,7 +71,7 @@ pub struct RunReport {
     pub operation: String,
     /// The result came from the action cache.
     pub cache_hit: bool,
-    /// `completed`, `timed_out`, `oom_killed`, `failed` or `error`.
+    /// `completed`, `not_reproducible`, `timed_out`, `oom_killed`, `failed` or `error`.
     pub outcome: String,
     /// The step's exit code, when it ran.
     pub exit_code: Option<i32>,
@@ -92,6 +92,9 @@ pub struct RunReport {
     pub stderr: Option<PathBuf>,
     /// Where the execution log was written.
     pub execution_log: Option<PathBuf>,
+    /// The reproducibility check, when `--check-repro` asked for one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub repro: Option<crate::repro::ReproSummary>,
     /// Bytes uploaded.
     pub bytes_uploaded: u64,
     /// Wall-clock milliseconds.
@@ -269,6 +272,10 @@ async fn collect(
         }
         outputs = download::outputs(backend, f, r, &out_dir).await?;
     }
+    let repro = match job.check_repro {
+        Some(_) => Some(crate::repro::fetch(backend, f, &resp, &meta).await?),
+        None => None,
+    };
     let ran =
         result.is_some() && (code == tonic::Code::Ok || code == tonic::Code::DeadlineExceeded);
     let (outcome, exit) = if flags.timed_out || code == tonic::Code::DeadlineExceeded {
@@ -284,7 +291,11 @@ async fn collect(
         ("error", e.exit_code())
     } else {
         let step = result.map_or(-1, |r| r.exit_code);
+        let not_reproducible = repro
+            .as_ref()
+            .is_some_and(|r| r.reproducible == Some(false));
         match u8::try_from(step) {
+            Ok(0) if not_reproducible => ("not_reproducible", code::NOT_REPRODUCIBLE),
             Ok(c) => (if c == 0 { "completed" } else { "failed" }, c),
             Err(_) => ("error", code::INFRA),
         }
@@ -323,6 +334,7 @@ async fn collect(
         stdout,
         stderr,
         execution_log,
+        repro,
         bytes_uploaded: progress.bytes_uploaded(),
         elapsed_ms: progress.elapsed().as_millis() as u64,
     };
@@ -381,6 +393,27 @@ fn print(json: bool, r: &RunReport) -> Result<()> {
                 o.target.as_deref().unwrap_or_default()
             ),
         };
+    }
+    if let Some(c) = &r.repro {
+        let verdict = match c.reproducible {
+            Some(true) => "reproducible (every run gave the same outputs)".to_owned(),
+            Some(false) => format!(
+                "NOT reproducible: {} path(s) differ: {}",
+                c.differing_paths.len(),
+                c.differing_paths.join(", ")
+            ),
+            None if r.cache_hit => {
+                "cached result: the check is not re-run (--no-cache to re-check)".to_owned()
+            }
+            None => "not checked (the runs did not complete)".to_owned(),
+        };
+        let _ = writeln!(e, "reproducibility {verdict}");
+        if c.reproducible == Some(false) {
+            let _ = writeln!(e, "{}", c.text.trim_end());
+        }
+        if let Some(p) = &c.report_text {
+            let _ = writeln!(e, "repro report   {}", p.display());
+        }
     }
     for m in &r.missing_outputs {
         let _ = writeln!(e, "missing        {m}  (declared, not produced)");

@@ -66,6 +66,8 @@ pub struct Selection {
     pub profile: Arc<Profile>,
     /// The profile's digest.
     pub profile_digest: String,
+    /// A reproducibility check, when the platform asks for one.
+    pub repro: Option<crate::exec::repro::Request>,
 }
 
 /// ISA names accepted for this machine.
@@ -83,6 +85,7 @@ impl Choices {
         let mut image = None;
         let mut profile = None;
         let mut memory = None;
+        let mut repro = crate::exec::repro::Properties::default();
         let mut seen = std::collections::HashSet::new();
         for p in platform
             .map(|p| p.properties.as_slice())
@@ -123,10 +126,12 @@ impl Choices {
                         )));
                     }
                 }
+                name if repro.accepts(name) => repro.set(name, &p.value)?,
                 other => {
                     return Err(Error::InvalidArgument(format!(
                         "unsupported platform property {other:?}; supported: {CONTAINER_IMAGE}, \
-                         {HERMETIC_PROFILE}, {HERMETIC_MEMORY}, {OS_FAMILY}, {ISA}"
+                         {HERMETIC_PROFILE}, {HERMETIC_MEMORY}, {OS_FAMILY}, {ISA}, {}",
+                        crate::exec::repro::PROPERTIES.join(", ")
                     )));
                 }
             }
@@ -155,6 +160,7 @@ impl Choices {
             image_defaulted,
             profile_digest: profile.digest(),
             profile,
+            repro: repro.request()?,
         })
     }
 }
