@@ -328,6 +328,7 @@ impl Engine {
                 && !action.do_not_cache
                 && let Some(mut r) = ac.get_in(&name, &key, &store)?
             {
+                choices.recheck_trust(action.platform.as_ref())?;
                 inline_result(&store, key.function, &mut r, &inline)?;
                 return Ok(Looked::Hit(Box::new(r)));
             }

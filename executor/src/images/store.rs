@@ -327,6 +327,18 @@ impl ImageStore {
         }
     }
 
+    /// Whether the image's latest trust record says trusted (false when it
+    /// has none or is not stored). One small read for the BLAKE3 form.
+    pub fn trusted(&self, digest: &ImageDigest) -> Result<bool> {
+        match digest.algorithm {
+            Algorithm::Blake3 => {
+                let path = self.dir.join(&digest.hex).join("trust.json");
+                Ok(Self::read_json::<TrustRecord>(&path)?.is_some_and(|t| t.trusted))
+            }
+            Algorithm::Sha256 => Ok(self.get(digest)?.is_some_and(|i| i.trusted())),
+        }
+    }
+
     /// Resolves an alias or a digest form to a stored image; NOT_FOUND
     /// names what was asked for and what exists.
     pub fn resolve(&self, name: &str) -> Result<ImageInfo> {
