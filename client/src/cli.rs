@@ -51,6 +51,12 @@ pub enum Command {
         #[command(subcommand)]
         command: crate::image_cmd::ImageCommand,
     },
+    /// Verify artifacts against their signed provenance, offline
+    Verify(crate::verify_cmd::VerifyArgs),
+    /// The daemon's public signing keys
+    Keys(crate::keys_cmd::KeysArgs),
+    /// Administration: rotate or revoke signing keys
+    Admin(crate::keys_cmd::AdminArgs),
     /// Print a shell completion script
     Completions {
         /// The shell.

@@ -7,6 +7,8 @@
 //! - `hermetic image`: import, list, inspect, remove, (un)trust base images.
 //! - `hermetic log`, `hermetic status`: an execution log; the daemon's
 //!   health, sandbox features and queue.
+//! - `hermetic verify`: artifacts against their signed provenance,
+//!   offline; `hermetic keys export`, `hermetic admin keys rotate|revoke`.
 //! - `hermetic completions SHELL`, `hermetic man`: generated from the CLI
 //!   definition in [`cli`].
 //!
@@ -22,13 +24,16 @@ mod download;
 mod error;
 mod image_cmd;
 mod job;
+mod keys_cmd;
 mod log_cmd;
 mod operation;
 mod progress;
+mod provenance;
 mod remote;
 mod repro;
 mod run;
 mod status_cmd;
+mod verify_cmd;
 
 use std::io::Write;
 use std::process::ExitCode;
@@ -81,6 +86,9 @@ async fn dispatch(cli: &Cli) -> Result<u8, error::Error> {
         Command::Log(args) => log_cmd::log(&globals, args).await,
         Command::Status => status_cmd::status(&globals).await,
         Command::Image { command } => image_cmd::image(&globals, command).await,
+        Command::Verify(args) => verify_cmd::verify(&globals, args),
+        Command::Keys(args) => keys_cmd::keys(&globals, args).await,
+        Command::Admin(args) => keys_cmd::admin(&globals, args).await,
         Command::Completions { .. } | Command::Man { .. } => unreachable!("handled in main"),
     }
 }

@@ -403,6 +403,12 @@ impl Remote {
         })))
     }
 
+    /// A `hermetic.v1.Provenance` client on this connection.
+    pub fn provenance(&self) -> hermetic_proto::ProvenanceClient<Channel> {
+        hermetic_proto::ProvenanceClient::new(self.channel.clone())
+            .max_decoding_message_size(MAX_MESSAGE)
+    }
+
     /// `hermetic.v1.Status/GetStatus`.
     pub async fn status(&self) -> Result<hermetic_proto::v1::GetStatusResponse> {
         Ok(hermetic_proto::StatusClient::new(self.channel.clone())

@@ -95,6 +95,8 @@ pub struct RunReport {
     /// The reproducibility check, when `--check-repro` asked for one.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub repro: Option<crate::repro::ReproSummary>,
+    /// Where the provenance bundle, SBOMs and keyring were written.
+    pub attestation: crate::provenance::Written,
     /// Bytes uploaded.
     pub bytes_uploaded: u64,
     /// Wall-clock milliseconds.
@@ -276,6 +278,7 @@ async fn collect(
         Some(_) => Some(crate::repro::fetch(backend, f, &resp, &meta).await?),
         None => None,
     };
+    let attestation = crate::provenance::download(backend, f, &resp, &meta).await?;
     let ran =
         result.is_some() && (code == tonic::Code::Ok || code == tonic::Code::DeadlineExceeded);
     let (outcome, exit) = if flags.timed_out || code == tonic::Code::DeadlineExceeded {
@@ -335,6 +338,7 @@ async fn collect(
         stderr,
         execution_log,
         repro,
+        attestation,
         bytes_uploaded: progress.bytes_uploaded(),
         elapsed_ms: progress.elapsed().as_millis() as u64,
     };
@@ -423,6 +427,10 @@ fn print(json: bool, r: &RunReport) -> Result<()> {
         ("stdout", &r.stdout),
         ("stderr", &r.stderr),
         ("execution log", &r.execution_log),
+        ("provenance", &r.attestation.provenance),
+        ("sbom", &r.attestation.sbom_cyclonedx),
+        ("sbom", &r.attestation.sbom_spdx),
+        ("keyring", &r.attestation.keyring),
     ] {
         if let Some(p) = show_path(p) {
             let _ = writeln!(e, "{label:<15}{p}");

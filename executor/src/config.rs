@@ -111,6 +111,41 @@ pub struct Config {
     pub cas: CasConfig,
     /// Action cache.
     pub action_cache: ActionCacheConfig,
+    /// Signed provenance, SBOMs and the transparency log.
+    pub provenance: ProvenanceConfig,
+}
+
+/// Provenance settings. Keys and log live in `<state_dir>/attest`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ProvenanceConfig {
+    /// This host's builder identity, a URI (SLSA `runDetails.builder.id`).
+    /// Default: `https://HOSTNAME/hermeticd`.
+    pub builder_id: Option<String>,
+    /// The transparency log's origin (the first line of its checkpoints),
+    /// a schema-less URL. It is fixed when the log is created: the daemon
+    /// refuses to open a log under another origin. Default:
+    /// `HOSTNAME/hermeticd/log`.
+    pub log_origin: Option<String>,
+    /// List every input file (path, SHA-256, BLAKE3) in the provenance's
+    /// `resolvedDependencies`. Default false: the input root's digest only.
+    pub record_inputs: bool,
+}
+
+impl ProvenanceConfig {
+    /// The builder id on `host`.
+    pub fn builder_id(&self, host: &str) -> String {
+        self.builder_id
+            .clone()
+            .unwrap_or_else(|| format!("https://{host}/hermeticd"))
+    }
+
+    /// The log origin on `host`.
+    pub fn log_origin(&self, host: &str) -> String {
+        self.log_origin
+            .clone()
+            .unwrap_or_else(|| format!("{host}/hermeticd/log"))
+    }
 }
 
 /// How the daemon drives the sandbox helper.

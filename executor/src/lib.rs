@@ -15,6 +15,8 @@
 //!   `hermetic.v1.Images` service.
 //! - [`server`]: start-up and [`server::serve`].
 //! - [`local`]: daemonless execution on a private state directory.
+//! - [`provenance`]: signed provenance, SBOMs and the transparency log of
+//!   every executed action; the `hermetic.v1.Provenance` service.
 //!
 //! # Clients on the Unix socket
 //! gRPC clients connecting over the Unix socket must send the authority
@@ -29,6 +31,7 @@ pub mod error;
 pub mod exec;
 pub mod images;
 pub mod local;
+pub mod provenance;
 pub mod server;
 pub mod service;
 

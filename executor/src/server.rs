@@ -128,6 +128,11 @@ impl Daemon {
         let helper = config.sandbox_helper();
         info!(helper = %helper.display(), mode = ?config.sandbox_mode, "sandbox helper");
         let kill_grace = Duration::from_secs(5);
+        let provenance = Arc::new(crate::provenance::Provenance::open(
+            &state_dir,
+            &config.provenance,
+            &host_name(),
+        )?);
         let settings = EngineSettings {
             run_env: RunEnv {
                 store: store.clone(),
@@ -137,6 +142,7 @@ impl Daemon {
                 kill_grace,
                 pool: Arc::new(crate::exec::dirpool::DirPool::open(&state_dir)?),
                 cgroup_parent: config.cgroup_parent.clone(),
+                provenance,
             },
             choices: Choices {
                 images: images.clone(),
@@ -208,6 +214,9 @@ impl Daemon {
             ))
             .add_service(hermetic_proto::ImagesServer::new(
                 crate::images::service::ImagesService::new(ctx.clone()),
+            ))
+            .add_service(hermetic_proto::ProvenanceServer::new(
+                crate::provenance::service::ProvenanceService::new(ctx.clone()),
             ))
             .add_service(health)
             .add_service(reflection_v1)

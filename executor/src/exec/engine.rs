@@ -313,6 +313,7 @@ impl Engine {
             let _ = settled.wait_for(|s| *s).await;
         }
         // One trip to a blocking thread: the Action, the cache, preparation.
+        let prov = self.provenance().clone();
         let (store, ac, choices, limits, name, skip) = (
             self.store.clone(),
             self.action_cache.clone(),
@@ -330,6 +331,9 @@ impl Engine {
             {
                 choices.recheck_trust(action.platform.as_ref())?;
                 inline_result(&store, key.function, &mut r, &inline)?;
+                if let Err(e) = prov.refresh_in_result(&store, key.function, &mut r) {
+                    warn!(cause = %e, "cannot refresh the provenance of a cached result");
+                }
                 return Ok(Looked::Hit(Box::new(r)));
             }
             action::prepare(&store, &choices, limits, key, action, inline)
@@ -377,13 +381,23 @@ impl Engine {
         Ok(op)
     }
 
+    /// Keys and transparency log.
+    pub fn provenance(&self) -> &Arc<crate::provenance::Provenance> {
+        &self.settings.run_env.provenance
+    }
+
     fn cached(&self, key: BlobKey, result: ActionResult) -> Arc<Operation> {
         let op = Operation::new(key);
+        // The original execution's provenance documents.
+        let server_logs = crate::provenance::from_result(&result)
+            .map(|r| crate::provenance::server_logs(&r))
+            .unwrap_or_default();
         self.finish(
             &op,
             ExecuteResponse {
                 result: Some(result),
                 cached_result: true,
+                server_logs,
                 status: Some(crate::error::ok_status()),
                 ..Default::default()
             },

@@ -48,6 +48,8 @@ pub struct RunEnv {
     pub pool: Arc<DirPool>,
     /// The delegated cgroup under which the helper makes each action's.
     pub cgroup_parent: Option<PathBuf>,
+    /// Keys and transparency log: every executed action is attested.
+    pub provenance: Arc<crate::provenance::Provenance>,
 }
 
 /// The response and whether it may be cached.
@@ -149,8 +151,9 @@ pub async fn run_once(
     };
     log.timestamps.worker_completed = now();
     result.execution_metadata = Some(metadata(&env.worker, &log.timestamps));
-    let cacheable = status.code == 0 && result.exit_code == 0 && !p.action.do_not_cache;
+    let mut status = status;
     let mut server_logs = HashMap::new();
+    let mut log_key = None;
     match serde_json::to_vec_pretty(&log) {
         Ok(json) => match env.store.put_new(p.function, &json) {
             Ok(key) => {
@@ -162,11 +165,27 @@ pub async fn run_once(
                         human_readable: true,
                     },
                 );
+                log_key = Some(key);
             }
             Err(e) => warn!(cause = %e, "cannot store the execution log"),
         },
         Err(e) => warn!(cause = %e, "execution log does not serialize"),
     }
+    // Provenance of what ran: a result without it is never returned.
+    if status.code == 0 {
+        match crate::provenance::attest::run(env, &p, &log, log_key, &result).await {
+            Ok(Some(r)) => {
+                server_logs.extend(crate::provenance::server_logs(&r));
+                crate::provenance::record_in_result(&mut result, &r);
+            }
+            Ok(None) => {}
+            Err(e) => {
+                warn!(cause = %e, "cannot attest the action");
+                status = e.to_rpc_status();
+            }
+        }
+    }
+    let cacheable = status.code == 0 && result.exit_code == 0 && !p.action.do_not_cache;
     info!(
         operation = op_name,
         action = ?p.action_key,
