@@ -293,6 +293,28 @@ async fn actions_pin_trusted_images_and_removal_respects_the_cache() {
         assert_eq!(resp.result.unwrap().exit_code, 0);
     }
 
+    // Untrusted again: even the cached result is refused.
+    let cached = put_action(&mut cas, f, &on(&image.digest, "echo hi"), root).await;
+    images
+        .set_trust(SetTrustRequest {
+            image: image.digest.clone(),
+            trusted: false,
+        })
+        .await
+        .unwrap();
+    let e = execute(&mut exec, f, cached, false).await.unwrap_err();
+    assert_eq!(e.code(), Code::FailedPrecondition, "{e:?}");
+    assert!(e.message().contains("not trusted"), "{e:?}");
+    images
+        .set_trust(SetTrustRequest {
+            image: image.digest.clone(),
+            trusted: true,
+        })
+        .await
+        .unwrap();
+    let (_, resp) = execute(&mut exec, f, cached, false).await.unwrap();
+    assert!(resp.cached_result);
+
     // Removal: refused while those cached results exist, and for the
     // daemon's default image; another, unused image goes.
     let e = images

@@ -329,6 +329,7 @@ impl Engine {
                 && !action.do_not_cache
                 && let Some(mut r) = ac.get_in(&name, &key, &store)?
             {
+                choices.recheck_trust(action.platform.as_ref())?;
                 inline_result(&store, key.function, &mut r, &inline)?;
                 if let Err(e) = prov.refresh_in_result(&store, key.function, &mut r) {
                     warn!(cause = %e, "cannot refresh the provenance of a cached result");

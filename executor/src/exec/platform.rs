@@ -166,6 +166,37 @@ impl Choices {
 }
 
 impl Choices {
+    /// Before a cached result is served: with `require_trusted_images`, the
+    /// image the action names (or the default) must still be trusted, so
+    /// that untrusting an image stops its use at once. Only the Action's
+    /// platform is looked at (the hit path does not read the Command).
+    pub fn recheck_trust(&self, platform: Option<&Platform>) -> Result<()> {
+        if !self.require_trusted_images {
+            return Ok(());
+        }
+        let named = platform
+            .and_then(|p| p.properties.iter().find(|p| p.name == CONTAINER_IMAGE))
+            .map(|p| p.value.as_str());
+        let digest = match named {
+            Some(value) => match ImageDigest::parse(value) {
+                Ok(Some(d)) => d,
+                // Not a digest: such an action never ran here.
+                _ => return Ok(()),
+            },
+            None => match &self.default_image {
+                Some(d) => d.clone(),
+                None => return Ok(()),
+            },
+        };
+        if self.images.trusted(&digest)? {
+            return Ok(());
+        }
+        Err(Error::FailedPrecondition(format!(
+            "image {digest} is not trusted on this daemon (require_trusted_images); an admin \
+             trusts it with `hermetic image trust {digest}`"
+        )))
+    }
+
     /// The image an action runs on: the one it names by digest, else the
     /// default; stored, trusted when trust is required, and leased.
     fn select_image(&self, named: Option<String>) -> Result<(ImageDigest, PathBuf, ImageLease)> {

@@ -327,6 +327,18 @@ impl ImageStore {
         }
     }
 
+    /// Whether the image's latest trust record says trusted (false when it
+    /// has none or is not stored). One small read for the BLAKE3 form.
+    pub fn trusted(&self, digest: &ImageDigest) -> Result<bool> {
+        match digest.algorithm {
+            Algorithm::Blake3 => {
+                let path = self.dir.join(&digest.hex).join("trust.json");
+                Ok(Self::read_json::<TrustRecord>(&path)?.is_some_and(|t| t.trusted))
+            }
+            Algorithm::Sha256 => Ok(self.get(digest)?.is_some_and(|i| i.trusted())),
+        }
+    }
+
     /// Resolves an alias or a digest form to a stored image; NOT_FOUND
     /// names what was asked for and what exists.
     pub fn resolve(&self, name: &str) -> Result<ImageInfo> {
@@ -443,14 +455,19 @@ impl ImageStore {
     /// A hold on the image for a running action; FAILED_PRECONDITION when
     /// it was removed meanwhile.
     pub fn lease(&self, digest: &ImageDigest) -> Result<ImageLease> {
-        let leases = lock(&self.leases);
+        // Checked and counted under one lock: Remove holds it from its own
+        // check until the rename, so it never removes a leased image.
+        let mut leases = lock(&self.leases);
         if !self.dir.join(&digest.hex).join("image.json").exists() {
             return Err(Error::FailedPrecondition(format!(
                 "image {digest} was removed from this daemon"
             )));
         }
-        drop(leases);
-        Ok(ImageLease::new(self.leases.clone(), digest.hex.clone()))
+        *leases.entry(digest.hex.clone()).or_default() += 1;
+        Ok(ImageLease {
+            leases: self.leases.clone(),
+            hex: digest.hex.clone(),
+        })
     }
 
     /// Notes that the result of `action` (cached under `instance`) ran on
@@ -601,4 +618,49 @@ impl Drop for StagingGuard<'_> {
 
 fn scopeguard(path: &Path) -> StagingGuard<'_> {
     StagingGuard(path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_leased_image_is_not_removed_and_refs_of_gone_results_are_pruned() {
+        let dir = tempfile::tempdir().unwrap();
+        let rootfs = dir.path().join("src");
+        fs::create_dir_all(&rootfs).unwrap();
+        fs::write(rootfs.join("file"), b"x").unwrap();
+        let store = ImageStore::open(&dir.path().join("images"), false).unwrap();
+        crate::images::configured::import_all(&store, &[("a".to_owned(), rootfs)].into()).unwrap();
+        let info = store.resolve("a").unwrap();
+        let tmp = dir.path().join("tmp");
+        fs::create_dir_all(&tmp).unwrap();
+        let ac = ActionCache::open(dir.path(), &tmp, false).unwrap();
+
+        let lease = store.lease(&info.digest).unwrap();
+        let second = lease.clone();
+        drop(lease);
+        let e = store.remove(&info, &ac, None).unwrap_err();
+        assert!(e.to_string().contains("1 running action"), "{e}");
+        drop(second);
+
+        // A reference whose result is not in the action cache is stale.
+        let action = crate::digest::key_of(DigestFunction::Blake3, b"action");
+        store.record_use(&info.digest, "", &action).unwrap();
+        assert!(store.references(&info.digest, &ac).unwrap().is_empty());
+        store.record_use(&info.digest, "team/a", &action).unwrap();
+        ac.put_in("team/a", &action, &Default::default()).unwrap();
+        let refs = store.references(&info.digest, &ac).unwrap();
+        assert_eq!(refs.len(), 1);
+        assert!(refs[0].contains("team/a"), "{refs:?}");
+        assert!(store.remove(&info, &ac, None).is_err());
+        assert!(store.remove(&info, &ac, Some(&info.digest)).is_err());
+
+        // Once the result is gone, the image goes, with its alias.
+        let other = ActionCache::open(&dir.path().join("other"), &tmp, false).unwrap();
+        assert_eq!(store.remove(&info, &other, None).unwrap(), ["a"]);
+        assert!(store.list().unwrap().is_empty());
+        assert!(store.lease(&info.digest).is_err());
+        assert!(store.resolve("a").is_err());
+    }
 }
