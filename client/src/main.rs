@@ -4,6 +4,7 @@
 //!   file), uploads only the blobs the store lacks, executes it through the
 //!   daemon (or `--local`, with the daemon's own engine in this process),
 //!   and downloads stdout, stderr, the outputs and the execution log.
+//! - `hermetic image`: import, list, inspect, remove, (un)trust base images.
 //! - `hermetic log`, `hermetic status`: an execution log; the daemon's
 //!   health, sandbox features and queue.
 //! - `hermetic verify`: artifacts against their signed provenance,
@@ -21,6 +22,7 @@ mod connect;
 mod digests;
 mod download;
 mod error;
+mod image_cmd;
 mod job;
 mod keys_cmd;
 mod log_cmd;
@@ -28,6 +30,7 @@ mod operation;
 mod progress;
 mod provenance;
 mod remote;
+mod repro;
 mod run;
 mod status_cmd;
 mod verify_cmd;
@@ -85,6 +88,7 @@ async fn dispatch(cli: &Cli) -> Result<u8, error::Error> {
         Command::Verify(args) => verify_cmd::verify(&globals, args),
         Command::Keys(args) => keys_cmd::keys(&globals, args).await,
         Command::Admin(args) => keys_cmd::admin(&globals, args).await,
+        Command::Image { command } => image_cmd::image(&globals, command).await,
         Command::Completions { .. } | Command::Man { .. } => unreachable!("handled in main"),
     }
 }

@@ -66,6 +66,11 @@ impl Remote {
         ByteStreamClient::new(self.channel.clone()).max_decoding_message_size(MAX_MESSAGE)
     }
 
+    /// The connection, for services without a wrapper here.
+    pub fn channel(&self) -> Channel {
+        self.channel.clone()
+    }
+
     /// GetCapabilities; remembers the batch limit and checks that the
     /// daemon executes with `f`.
     pub async fn capabilities(&mut self, f: Option<Function>) -> Result<ServerCapabilities> {

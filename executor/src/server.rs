@@ -85,6 +85,30 @@ fn load_profiles(dir: Option<PathBuf>) -> Result<BTreeMap<String, Arc<Profile>>>
         .collect())
 }
 
+/// Opens the image store, imports the configured images and resolves the
+/// default image to a digest.
+fn open_images(
+    config: &Config,
+    fsync: bool,
+) -> Result<(
+    Arc<crate::images::ImageStore>,
+    Option<crate::images::ImageDigest>,
+)> {
+    let images = crate::images::ImageStore::open(&config.image_store(), fsync)?;
+    crate::images::configured::import_all(&images, &config.images)?;
+    let default_image = match &config.default_image {
+        Some(name) => {
+            let info = images
+                .resolve(name)
+                .map_err(|e| Error::FailedPrecondition(format!("default_image {name:?}: {e}")))?;
+            info!(image = %info.digest, "default image");
+            Some(info.digest)
+        }
+        None => None,
+    };
+    Ok((Arc::new(images), default_image))
+}
+
 impl Daemon {
     /// Opens the state directory and builds every component.
     pub fn open(config: Config) -> Result<Self> {
@@ -100,6 +124,7 @@ impl Daemon {
         }
         std::fs::create_dir_all(&actions_dir).map_err(Error::io("create", &actions_dir))?;
         let profiles = load_profiles(config.profiles_dir())?;
+        let (images, default_image) = open_images(&config, fsync)?;
         let helper = config.sandbox_helper();
         info!(helper = %helper.display(), mode = ?config.sandbox_mode, "sandbox helper");
         let kill_grace = Duration::from_secs(5);
@@ -107,6 +132,7 @@ impl Daemon {
             &state_dir,
             &config.provenance,
             &host_name(),
+            images.clone(),
         )?);
         let settings = EngineSettings {
             run_env: RunEnv {
@@ -120,8 +146,9 @@ impl Daemon {
                 provenance,
             },
             choices: Choices {
-                images: config.images.clone(),
-                default_image: config.default_image.clone(),
+                images: images.clone(),
+                default_image,
+                require_trusted_images: config.require_trusted_images(),
                 profiles,
                 default_profile: config.default_profile().to_owned(),
             },
@@ -186,6 +213,9 @@ impl Daemon {
             ))
             .add_service(hermetic_proto::ProvenanceServer::new(
                 crate::provenance::service::ProvenanceService::new(ctx.clone()),
+            ))
+            .add_service(hermetic_proto::ImagesServer::new(
+                crate::images::service::ImagesService::new(ctx.clone()),
             ))
             .add_service(health)
             .add_service(reflection_v1)

@@ -7,6 +7,8 @@
 //!   signed provenance bundles and SBOMs of executed actions, the public
 //!   keyring, transparency-log checkpoints and consistency proofs, key
 //!   rotation and revocation.
+//! - `hermetic.v1.Images` ([`ImagesClient`], [`ImagesServer`]): base images
+//!   (import, list, inspect, remove, trust); what `hermetic image` drives.
 //!
 //! [`FILE_DESCRIPTOR_SET`] holds the encoded descriptors of every
 //! `hermetic.v1` file, for gRPC reflection.
@@ -20,6 +22,8 @@ pub mod v1 {
 pub use v1::status_client::StatusClient;
 pub use v1::status_server::{Status, StatusServer};
 
+pub use v1::images_client::ImagesClient;
+pub use v1::images_server::{Images, ImagesServer};
 pub use v1::provenance_client::ProvenanceClient;
 pub use v1::provenance_server::{Provenance, ProvenanceServer};
 

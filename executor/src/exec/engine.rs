@@ -465,7 +465,17 @@ impl Engine {
         // Execute waits for it (see `execute_in`) instead of missing.
         if let Some(result) = to_cache {
             let (ac, (instance, key)) = (self.action_cache.clone(), flight.clone());
-            if let Err(e) = blocking(move || ac.put_in(&instance, &key, &result)).await {
+            let (images, image) = (
+                self.settings.choices.images.clone(),
+                prepared.selection.image_digest.clone(),
+            );
+            // The image's reference first, so that Remove never misses a
+            // cached result that ran on it.
+            let write = blocking(move || {
+                images.record_use(&image, &instance, &key)?;
+                ac.put_in(&instance, &key, &result)
+            });
+            if let Err(e) = write.await {
                 warn!(cause = %e, "cannot write the action cache");
             }
         }
