@@ -158,6 +158,26 @@ async fn executed_actions_are_attested_and_served() {
         })
     });
     assert!(logged, "the image's trust record is not in the log");
+    // A trust decision is logged as it is made.
+    hermetic_proto::ImagesClient::new(channel.clone())
+        .set_trust(hermetic_proto::v1::SetTrustRequest {
+            image: info.digest.to_string(),
+            trusted: true,
+        })
+        .await
+        .unwrap();
+    let images = server.daemon.ctx.engine.choices().images.list().unwrap();
+    let decided: serde_json::Value =
+        serde_json::from_slice(&images[0].trust.as_ref().unwrap().trust_record_bytes()).unwrap();
+    assert_ne!(decided, trust_value);
+    let logged = server.daemon.ctx.engine.provenance().with(|a| {
+        let last = a.log().entry(a.log().size() - 1).unwrap();
+        matches!(
+            hermetic_attest::LogEntry::parse(&last),
+            Ok(hermetic_attest::LogEntry::ImageTrust { record }) if record == decided
+        )
+    });
+    assert!(logged, "the new trust decision is not the log's last entry");
     assert!(deps.iter().any(|d| d["name"] == "input-root/src/in.txt"));
     let restrictions = &p["buildDefinition"]["internalParameters"]["restrictions"];
     assert_eq!(restrictions["seccomp"], true, "{restrictions}");

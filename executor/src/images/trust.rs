@@ -12,7 +12,9 @@
 //! The provenance work signs exactly these bytes with the daemon's key
 //! (DSSE, payload type [`TRUST_RECORD_PAYLOAD_TYPE`]), appends them to the
 //! transparency log and names the record's digest in the provenance of
-//! every action that ran on the image. Nothing here signs yet.
+//! every action that ran on the image. The daemon's `provenance` module
+//! logs each record (canonical JSON) when the decision is made and, at the
+//! latest, when an action first runs on it.
 
 use serde::{Deserialize, Serialize};
 

@@ -157,11 +157,7 @@ impl Provenance {
             Error::Internal(format!("image {digest} left the store while in use"))
         })?;
         let (rec, trust) = record::image_record(&info)?;
-        let logged = (digest.hex.clone(), rec.trust_record_sha256.clone());
-        if !lock(&self.trust_logged).contains(&logged) {
-            self.with(|a| log_trust_once(a, &trust))?;
-            lock(&self.trust_logged).insert(logged);
-        }
+        self.ensure_logged(digest, &rec.trust_record_sha256, &trust)?;
         let cached = lock(&self.packages).get(&digest.hex).cloned();
         let packages = match cached {
             Some(p) => p,
@@ -181,6 +177,28 @@ impl Provenance {
             record: rec,
             packages,
         })
+    }
+
+    /// Logs a trust decision as it is made (`hermetic image trust`,
+    /// import with trust), so the log holds decisions no action used yet.
+    /// Blocking.
+    pub fn log_trust(&self, info: &crate::images::ImageInfo) -> Result<()> {
+        let (rec, trust) = record::image_record(info)?;
+        self.ensure_logged(&info.digest, &rec.trust_record_sha256, &trust)
+    }
+
+    fn ensure_logged(
+        &self,
+        digest: &ImageDigest,
+        sha256: &str,
+        trust: &serde_json::Value,
+    ) -> Result<()> {
+        let key = (digest.hex.clone(), sha256.to_owned());
+        if !lock(&self.trust_logged).contains(&key) {
+            self.with(|a| log_trust_once(a, trust))?;
+            lock(&self.trust_logged).insert(key);
+        }
+        Ok(())
     }
 
     /// Signs and logs `rec`, stores the bundle, both SBOMs and the keyring
