@@ -45,18 +45,18 @@ pub enum Command {
     Log(LogArgs),
     /// Show daemon health, capabilities, sandbox features and the queue
     Status,
-    /// Verify artifacts against their signed provenance, offline
-    Verify(crate::verify_cmd::VerifyArgs),
-    /// The daemon's public signing keys
-    Keys(crate::keys_cmd::KeysArgs),
-    /// Administration: rotate or revoke signing keys
-    Admin(crate::keys_cmd::AdminArgs),
     /// Manage base images: import, ls, inspect, rm, trust, untrust
     Image {
         /// What to do.
         #[command(subcommand)]
         command: crate::image_cmd::ImageCommand,
     },
+    /// Verify artifacts against their signed provenance, offline
+    Verify(crate::verify_cmd::VerifyArgs),
+    /// The daemon's public signing keys
+    Keys(crate::keys_cmd::KeysArgs),
+    /// Administration: rotate or revoke signing keys
+    Admin(crate::keys_cmd::AdminArgs),
     /// Print a shell completion script
     Completions {
         /// The shell.

@@ -356,12 +356,29 @@ fn print_image(i: &Image) {
         n.whiteouts,
         n.opaque_dirs
     );
-    for p in n
-        .setid_stripped_paths
-        .iter()
-        .chain(&n.devices_dropped_paths)
-    {
-        println!("    {p}");
+    for (what, count, paths) in [
+        (
+            "setuid/setgid stripped",
+            n.setid_stripped,
+            &n.setid_stripped_paths,
+        ),
+        (
+            "devices dropped",
+            n.devices_dropped,
+            &n.devices_dropped_paths,
+        ),
+    ] {
+        if count == 0 {
+            continue;
+        }
+        let shown: Vec<&str> = paths.iter().take(5).map(String::as_str).collect();
+        let more = count.saturating_sub(shown.len() as u64);
+        let tail = if more > 0 {
+            format!(" and {more} more (--json lists up to 100)")
+        } else {
+            String::new()
+        };
+        println!("    {what}: {}{tail}", shown.join(", "));
     }
 }
 

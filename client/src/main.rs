@@ -85,10 +85,10 @@ async fn dispatch(cli: &Cli) -> Result<u8, error::Error> {
         Command::Run(args) => run::run(&globals, args).await,
         Command::Log(args) => log_cmd::log(&globals, args).await,
         Command::Status => status_cmd::status(&globals).await,
+        Command::Image { command } => image_cmd::image(&globals, command).await,
         Command::Verify(args) => verify_cmd::verify(&globals, args),
         Command::Keys(args) => keys_cmd::keys(&globals, args).await,
         Command::Admin(args) => keys_cmd::admin(&globals, args).await,
-        Command::Image { command } => image_cmd::image(&globals, command).await,
         Command::Completions { .. } | Command::Man { .. } => unreachable!("handled in main"),
     }
 }

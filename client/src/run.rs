@@ -92,11 +92,11 @@ pub struct RunReport {
     pub stderr: Option<PathBuf>,
     /// Where the execution log was written.
     pub execution_log: Option<PathBuf>,
-    /// Where the provenance bundle, SBOMs and keyring were written.
-    pub attestation: crate::provenance::Written,
     /// The reproducibility check, when `--check-repro` asked for one.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub repro: Option<crate::repro::ReproSummary>,
+    /// Where the provenance bundle, SBOMs and keyring were written.
+    pub attestation: crate::provenance::Written,
     /// Bytes uploaded.
     pub bytes_uploaded: u64,
     /// Wall-clock milliseconds.
@@ -274,11 +274,11 @@ async fn collect(
         }
         outputs = download::outputs(backend, f, r, &out_dir).await?;
     }
-    let attestation = crate::provenance::download(backend, f, &resp, &meta).await?;
     let repro = match job.check_repro {
         Some(_) => Some(crate::repro::fetch(backend, f, &resp, &meta).await?),
         None => None,
     };
+    let attestation = crate::provenance::download(backend, f, &resp, &meta).await?;
     let ran =
         result.is_some() && (code == tonic::Code::Ok || code == tonic::Code::DeadlineExceeded);
     let (outcome, exit) = if flags.timed_out || code == tonic::Code::DeadlineExceeded {
@@ -337,8 +337,8 @@ async fn collect(
         stdout,
         stderr,
         execution_log,
-        attestation,
         repro,
+        attestation,
         bytes_uploaded: progress.bytes_uploaded(),
         elapsed_ms: progress.elapsed().as_millis() as u64,
     };

@@ -184,11 +184,13 @@ impl Daemon {
         let reflection_v1 = tonic_reflection::server::Builder::configure()
             .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
             .register_encoded_file_descriptor_set(hermetic_proto::REAPI_FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(hermetic_proto::FILE_DESCRIPTOR_SET)
             .build_v1()
             .expect("the bundled descriptors are valid");
         let reflection_v1alpha = tonic_reflection::server::Builder::configure()
             .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
             .register_encoded_file_descriptor_set(hermetic_proto::REAPI_FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(hermetic_proto::FILE_DESCRIPTOR_SET)
             .build_v1alpha()
             .expect("the bundled descriptors are valid");
         let mut builder = Routes::builder();
@@ -211,11 +213,11 @@ impl Daemon {
             .add_service(hermetic_proto::StatusServer::new(
                 crate::service::status_service::StatusService::new(ctx.clone()),
             ))
-            .add_service(hermetic_proto::ProvenanceServer::new(
-                crate::provenance::service::ProvenanceService::new(ctx.clone()),
-            ))
             .add_service(hermetic_proto::ImagesServer::new(
                 crate::images::service::ImagesService::new(ctx.clone()),
+            ))
+            .add_service(hermetic_proto::ProvenanceServer::new(
+                crate::provenance::service::ProvenanceService::new(ctx.clone()),
             ))
             .add_service(health)
             .add_service(reflection_v1)

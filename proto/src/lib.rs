@@ -3,12 +3,12 @@
 //! - `hermetic.v1.Status` ([`StatusClient`], [`StatusServer`]): daemon health, the sandbox
 //!   features in force on the host, the queue, images and profiles; what
 //!   `hermetic status` shows.
+//! - `hermetic.v1.Images` ([`ImagesClient`], [`ImagesServer`]): base images
+//!   (import, list, inspect, remove, trust); what `hermetic image` drives.
 //! - `hermetic.v1.Provenance` ([`ProvenanceClient`], [`ProvenanceServer`]):
 //!   signed provenance bundles and SBOMs of executed actions, the public
 //!   keyring, transparency-log checkpoints and consistency proofs, key
 //!   rotation and revocation.
-//! - `hermetic.v1.Images` ([`ImagesClient`], [`ImagesServer`]): base images
-//!   (import, list, inspect, remove, trust); what `hermetic image` drives.
 //!
 //! [`FILE_DESCRIPTOR_SET`] holds the encoded descriptors of every
 //! `hermetic.v1` file, for gRPC reflection.

@@ -53,6 +53,18 @@ pub fn peer<T>(request: &Request<T>) -> String {
     }
 }
 
+/// Sample paths as `LAYER: PATH`; a layer named by a host path (a rootfs
+/// tarball, here a CAS blob) says nothing to the client and is left out.
+fn entry_paths(paths: &[String]) -> Vec<String> {
+    paths
+        .iter()
+        .map(|p| match p.split_once(": ") {
+            Some((layer, path)) if layer.starts_with('/') => path.to_owned(),
+            _ => p.clone(),
+        })
+        .collect()
+}
+
 /// The proto form of an image.
 pub fn to_proto(info: &ImageInfo) -> Image {
     let r = &info.record;
@@ -74,9 +86,9 @@ pub fn to_proto(info: &ImageInfo) -> Image {
         }),
         normalized: Some(Normalization {
             setid_stripped: n.setid_stripped.count,
-            setid_stripped_paths: n.setid_stripped.paths.clone(),
+            setid_stripped_paths: entry_paths(&n.setid_stripped.paths),
             devices_dropped: n.devices_dropped.count,
-            devices_dropped_paths: n.devices_dropped.paths.clone(),
+            devices_dropped_paths: entry_paths(&n.devices_dropped.paths),
             fifos_dropped: n.fifos_dropped.count,
             hardlinks: n.hardlinks,
             ownership_reset: n.ownership_reset,

@@ -9,6 +9,7 @@
 //!   <blake3 hex>/refs/         one empty file per cached action result
 //!                              that ran on the image
 //!   aliases.json               alias -> blake3 hex
+//!   configured.json            configured archives already imported
 //!   .lock                      flock held by every change
 //! ```
 //!
@@ -209,7 +210,7 @@ impl ImageStore {
     }
 
     /// Writes `dir/name` durably: temp file, fsync, rename, fsync of `dir`.
-    fn write_file(&self, dir: &Path, name: &str, data: &[u8]) -> Result<()> {
+    pub(crate) fn write_file(&self, dir: &Path, name: &str, data: &[u8]) -> Result<()> {
         let tmp = dir.join(format!(".{name}.{}", uuid::Uuid::new_v4()));
         let path = dir.join(name);
         let write = || -> std::io::Result<()> {
