@@ -1,11 +1,12 @@
 //! The client's half of `--check-repro`: the daemon runs the check (see
 //! `hermeticd::exec::repro`) and names its report in the response's
-//! `server_logs`; this fetches it into the out dir and reads the verdict.
+//! `server_logs`; this fetches it (JSON, text and the signed report) into
+//! the out dir and reads the verdict.
 
 use std::path::{Path, PathBuf};
 
 use bazel_remote_apis::build::bazel::remote::execution::v2::ExecuteResponse;
-use hermeticd::exec::repro::{REPORT_JSON, REPORT_TEXT};
+use hermeticd::exec::repro::{REPORT_ATTESTATION, REPORT_JSON, REPORT_TEXT};
 use serde::Serialize;
 
 use crate::backend::Backend;
@@ -24,6 +25,8 @@ pub struct ReproSummary {
     pub report: Option<PathBuf>,
     /// The report, text.
     pub report_text: Option<PathBuf>,
+    /// The signed report (a bundle like provenance's).
+    pub attestation: Option<PathBuf>,
     /// The text, for printing.
     #[serde(skip)]
     pub text: String,
@@ -43,6 +46,7 @@ pub async fn fetch(
         differing_paths: Vec::new(),
         report: None,
         report_text: None,
+        attestation: None,
         text: String::new(),
     };
     let digest = |name: &str| resp.server_logs.get(name).and_then(|l| l.digest.clone());
@@ -65,6 +69,12 @@ pub async fn fetch(
         std::fs::write(&path, &data).map_err(Error::io("write", &path))?;
         summary.text = String::from_utf8_lossy(&data).into_owned();
         summary.report_text = Some(path);
+    }
+    if let Some(d) = digest(REPORT_ATTESTATION) {
+        let data = backend.read(f, &d).await?;
+        let path = meta.join(REPORT_ATTESTATION);
+        std::fs::write(&path, &data).map_err(Error::io("write", &path))?;
+        summary.attestation = Some(path);
     }
     Ok(summary)
 }

@@ -140,6 +140,30 @@ fn a_deterministic_step_passes_and_is_cached() {
     )
     .unwrap();
     assert_eq!(report["verdict"], "reproducible");
+    // The report is signed and logged: it verifies against the daemon's
+    // keyring as a reproducibility attestation over the baseline outputs.
+    let meta = work.join("out/.hermetic");
+    let bundle = hermetic_attest::Bundle::from_json(
+        &std::fs::read(meta.join("repro-attestation.json")).unwrap(),
+    )
+    .unwrap();
+    let keyring =
+        hermetic_attest::Keyring::from_json(&std::fs::read(meta.join("keyring.json")).unwrap())
+            .unwrap();
+    let verified = hermetic_attest::verify::verify_bundle_of(
+        &bundle,
+        &keyring,
+        hermetic_repro::PREDICATE_TYPE,
+    )
+    .unwrap();
+    assert_eq!(verified.statement["predicate"]["verdict"], "reproducible");
+    let names: Vec<&str> = verified.statement["subject"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["all", "env", "listing"]);
     // What is fixed on purpose is listed as fixed.
     let fixed: Vec<&str> = report["fixed"]
         .as_array()

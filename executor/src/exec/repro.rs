@@ -63,6 +63,10 @@ pub const MAX_RUNS: usize = 8;
 pub const REPORT_JSON: &str = "repro-report.json";
 /// `server_logs` name of the text report.
 pub const REPORT_TEXT: &str = "repro-report.txt";
+/// `server_logs` name of the signed report: a bundle (DSSE envelope of an
+/// in-toto Statement whose predicate is the report, its transparency-log
+/// proof and checkpoint), verifiable like provenance.
+pub const REPORT_ATTESTATION: &str = "repro-attestation.json";
 /// Where check runs stage their inputs: tmpfs, so that the creation order
 /// of directory entries is their readdir order.
 pub const STAGING_BASE: &str = "/dev/shm/hermetic-repro";
@@ -205,6 +209,7 @@ async fn checked(
             variation: v.clone(),
             staging: stage.join(format!("run-{i}")),
             keep_outputs: outputs.clone(),
+            attest: i == 0,
         };
         let outcome = run_once(
             env,
@@ -286,15 +291,26 @@ async fn checked(
     );
     let mut run0 = outcomes.swap_remove(0);
     let (store, function, json) = (env.store.clone(), p.function, report.to_json());
-    let (json_key, text_key) = blocking(move || {
+    let (provenance, baseline) = (env.provenance.clone(), trees_at[0].clone());
+    let signed = report.clone();
+    let (json_key, text_key, bundle_key) = blocking(move || {
+        let statement = statement(&signed, &baseline)?;
+        let bundle = provenance
+            .with(|a| a.attest_statement(&statement))
+            .map_err(|e| Error::Internal(format!("cannot sign the reproducibility report: {e}")))?;
         Ok((
             store.put_new(function, json.as_bytes())?,
             store.put_new(function, text.as_bytes())?,
+            store.put_new(function, &bundle.to_json())?,
         ))
     })
     .await?;
     let logs: &mut HashMap<String, LogFile> = &mut run0.response.server_logs;
-    for (name, key) in [(REPORT_JSON, json_key), (REPORT_TEXT, text_key)] {
+    for (name, key) in [
+        (REPORT_JSON, json_key),
+        (REPORT_TEXT, text_key),
+        (REPORT_ATTESTATION, bundle_key),
+    ] {
         logs.insert(
             name.to_owned(),
             LogFile {
@@ -351,6 +367,7 @@ async fn bisect(
                 variation: v.clone(),
                 staging: stage.join(format!("bisect-{i}-{role}")),
                 keep_outputs: outputs.clone(),
+                attest: false,
             };
             let (p, cancel) = (p.clone(), cancel.clone());
             async move {
@@ -389,6 +406,48 @@ async fn bisect(
         Ok(Bisection::judge(&trials))
     })
     .await
+}
+
+/// The in-toto Statement of a report: its predicate the report, its
+/// subjects the baseline run's output files with SHA-256 and BLAKE3 (as
+/// in provenance), read from the kept copy.
+fn statement(report: &Report, baseline: &Path) -> Result<serde_json::Value> {
+    use sha2::Digest as _;
+    let tree = Tree::read(baseline)
+        .map_err(|e| Error::Internal(format!("cannot read the baseline's outputs: {e}")))?;
+    let mut subjects = Vec::new();
+    for (path, entry) in tree.entries() {
+        if !matches!(entry, hermetic_repro::tree::Entry::File { .. }) {
+            continue;
+        }
+        let file = tree.path_of(path);
+        let data = std::fs::read(&file).map_err(Error::io("read", &file))?;
+        let sha256: String = sha2::Sha256::digest(&data)
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        subjects.push(serde_json::json!({
+            "name": path,
+            "digest": {"sha256": sha256, "blake3": blake3::hash(&data).to_hex().to_string()},
+        }));
+    }
+    if subjects.is_empty() {
+        // A statement needs a subject: the report itself, by its digest.
+        let json = report.to_json();
+        subjects.push(serde_json::json!({
+            "name": REPORT_JSON,
+            "digest": {
+                "sha256": sha2::Sha256::digest(json.as_bytes()).iter().map(|b| format!("{b:02x}")).collect::<String>(),
+                "blake3": blake3::hash(json.as_bytes()).to_hex().to_string(),
+            },
+        }));
+    }
+    Ok(serde_json::json!({
+        "_type": "https://in-toto.io/Statement/v1",
+        "subject": subjects,
+        "predicateType": hermetic_repro::PREDICATE_TYPE,
+        "predicate": hermetic_repro::predicate(report),
+    }))
 }
 
 /// Sleeps until 30 ms past the next wall-clock second boundary.

@@ -101,6 +101,10 @@ pub struct VariedRun {
     /// Where a copy of the collected outputs is kept (not existing yet),
     /// for the comparison: ingestion moves the originals into the CAS.
     pub keep_outputs: PathBuf,
+    /// Whether this run gets provenance: the check's baseline, whose result
+    /// is the action's, does; the other runs, compared and discarded, do
+    /// not (the signed report covers them).
+    pub attest: bool,
 }
 
 /// Runs a prepared action once, varied as `varied` says when given.
@@ -172,7 +176,7 @@ pub async fn run_once(
         Err(e) => warn!(cause = %e, "execution log does not serialize"),
     }
     // Provenance of what ran: a result without it is never returned.
-    if status.code == 0 {
+    if status.code == 0 && varied.is_none_or(|v| v.attest) {
         match crate::provenance::attest::run(env, &p, &log, log_key, &result).await {
             Ok(Some(r)) => {
                 server_logs.extend(crate::provenance::server_logs(&r));
