@@ -49,6 +49,8 @@ pub struct Blob {
 pub struct Prepared {
     /// The action's digest.
     pub action_digest: Digest,
+    /// The input root's digest.
+    pub input_root: Digest,
     /// Every blob: the Action, the Command, Directories and files.
     pub blobs: BTreeMap<String, Blob>,
 }
@@ -185,6 +187,7 @@ pub fn prepare(job: &Job) -> Result<Prepared> {
     let action_digest = add(&mut blobs, f, action.encode_to_vec());
     Ok(Prepared {
         action_digest,
+        input_root,
         blobs,
     })
 }

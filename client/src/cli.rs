@@ -53,6 +53,8 @@ pub enum Command {
     },
     /// Verify artifacts against their signed provenance, offline
     Verify(crate::verify_cmd::VerifyArgs),
+    /// Rebuild from the inputs a provenance attestation names and compare
+    Reproduce(crate::reproduce_cmd::ReproduceArgs),
     /// The daemon's public signing keys
     Keys(crate::keys_cmd::KeysArgs),
     /// Administration: rotate or revoke signing keys

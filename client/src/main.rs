@@ -31,6 +31,7 @@ mod progress;
 mod provenance;
 mod remote;
 mod repro;
+mod reproduce_cmd;
 mod run;
 mod status_cmd;
 mod verify_cmd;
@@ -87,6 +88,7 @@ async fn dispatch(cli: &Cli) -> Result<u8, error::Error> {
         Command::Status => status_cmd::status(&globals).await,
         Command::Image { command } => image_cmd::image(&globals, command).await,
         Command::Verify(args) => verify_cmd::verify(&globals, args),
+        Command::Reproduce(args) => reproduce_cmd::reproduce(&globals, args).await,
         Command::Keys(args) => keys_cmd::keys(&globals, args).await,
         Command::Admin(args) => keys_cmd::admin(&globals, args).await,
         Command::Completions { .. } | Command::Man { .. } => unreachable!("handled in main"),
