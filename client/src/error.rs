@@ -10,7 +10,8 @@ pub mod code {
     /// a duration or size, a missing input, or an action the daemon
     /// refused as invalid (unknown image or profile, bad property).
     pub const INVALID_JOB: u8 = 64;
-    /// A downloaded blob does not hash to its digest.
+    /// A downloaded blob does not hash to its digest, or `hermetic verify`
+    /// refused an artifact.
     pub const VERIFICATION: u8 = 65;
     /// A reproducibility check (`--check-repro`) found runs that differ.
     pub const NOT_REPRODUCIBLE: u8 = 66;
@@ -28,7 +29,8 @@ pub const EXIT_CODES_HELP: &str = "\
 Exit status:
   N    the step's own exit code when it ran (killed by signal S: 128+S)
   64   invalid job: flags, job file, environment, or refused by the daemon
-  65   verification failure: a downloaded output does not match its digest
+  65   verification failure: a downloaded output does not match its digest,
+       or `hermetic verify` refused an artifact (the reason is printed)
   66   not reproducible: the runs of --check-repro differ (the step itself succeeded)
   70   daemon or infrastructure error (unreachable, RPC error, sandbox set-up)
   71   the step was killed by the out-of-memory killer

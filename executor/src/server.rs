@@ -132,6 +132,7 @@ impl Daemon {
             &state_dir,
             &config.provenance,
             &host_name(),
+            images.clone(),
         )?);
         let settings = EngineSettings {
             run_env: RunEnv {

@@ -135,6 +135,49 @@ async fn executed_actions_are_attested_and_served() {
         .as_array()
         .unwrap();
     assert_eq!(deps[0]["name"], "base-image");
+    // The image as stored: its pinned name, SHA-256 tree digest and the
+    // trust record it ran under, which is in the transparency log.
+    let images = server.daemon.ctx.engine.choices().images.list().unwrap();
+    assert_eq!(images.len(), 1);
+    let info = &images[0];
+    assert_eq!(deps[0]["uri"], info.digest.to_string());
+    let sha = info.record.digest_sha256.strip_prefix("sha256:").unwrap();
+    assert_eq!(deps[0]["digest"]["sha256"], sha.split('/').next().unwrap());
+    let trust = info.trust.as_ref().expect("a configured image is trusted");
+    let trust_value: serde_json::Value =
+        serde_json::from_slice(&trust.trust_record_bytes()).unwrap();
+    let trust_sha = sha256_hex(&hermetic_attest::canonical::to_vec(&trust_value).unwrap());
+    assert_eq!(deps[0]["annotations"]["trustRecordSha256"], trust_sha);
+    let logged = server.daemon.ctx.engine.provenance().with(|a| {
+        (0..a.log().size()).any(|i| {
+            let entry = a.log().entry(i).unwrap();
+            matches!(
+                hermetic_attest::LogEntry::parse(&entry),
+                Ok(hermetic_attest::LogEntry::ImageTrust { record }) if record == trust_value
+            )
+        })
+    });
+    assert!(logged, "the image's trust record is not in the log");
+    // A trust decision is logged as it is made.
+    hermetic_proto::ImagesClient::new(channel.clone())
+        .set_trust(hermetic_proto::v1::SetTrustRequest {
+            image: info.digest.to_string(),
+            trusted: true,
+        })
+        .await
+        .unwrap();
+    let images = server.daemon.ctx.engine.choices().images.list().unwrap();
+    let decided: serde_json::Value =
+        serde_json::from_slice(&images[0].trust.as_ref().unwrap().trust_record_bytes()).unwrap();
+    assert_ne!(decided, trust_value);
+    let logged = server.daemon.ctx.engine.provenance().with(|a| {
+        let last = a.log().entry(a.log().size() - 1).unwrap();
+        matches!(
+            hermetic_attest::LogEntry::parse(&last),
+            Ok(hermetic_attest::LogEntry::ImageTrust { record }) if record == decided
+        )
+    });
+    assert!(logged, "the new trust decision is not the log's last entry");
     assert!(deps.iter().any(|d| d["name"] == "input-root/src/in.txt"));
     let restrictions = &p["buildDefinition"]["internalParameters"]["restrictions"];
     assert_eq!(restrictions["seccomp"], true, "{restrictions}");
@@ -270,6 +313,14 @@ async fn a_build_step_cannot_read_the_signing_key() {
     assert!(err.contains("No such file"), "{err}");
     assert!(found.is_empty(), "{}", String::from_utf8_lossy(&found));
     server.stop().await;
+}
+
+fn sha256_hex(data: &[u8]) -> String {
+    use sha2::Digest as _;
+    sha2::Sha256::digest(data)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 /// A config for a daemon that only opens its state (no actions run).

@@ -135,6 +135,7 @@ impl ImagesService {
         }
         let _pin = self.ctx.store.pin(vec![key]);
         let (cas, images) = (self.ctx.store.clone(), self.store());
+        let provenance = self.ctx.engine.provenance().clone();
         let imported = blocking(move || {
             let path = cas.variant_path(&key, false)?;
             let what = format!("archive {key:?}");
@@ -151,6 +152,9 @@ impl ImagesService {
                 images.set_trust(&imported.info, true, &by)?;
             }
             let info = images.resolve(&imported.info.digest.to_string())?;
+            if req.trust {
+                provenance.log_trust(&info)?;
+            }
             Ok((info, imported.new))
         })
         .await?;
@@ -230,12 +234,15 @@ impl hermetic_proto::Images for ImagesService {
     ) -> std::result::Result<Response<Image>, Status> {
         let by = peer(&request);
         let images = self.store();
+        let provenance = self.ctx.engine.provenance().clone();
         let req = request.into_inner();
         let info = blocking(move || {
             let info = images.resolve(&req.image)?;
             images.set_trust(&info, req.trusted, &by)?;
             info!(image = %info.digest, trusted = req.trusted, by = %by, "image trust recorded");
-            images.resolve(&info.digest.to_string())
+            let info = images.resolve(&info.digest.to_string())?;
+            provenance.log_trust(&info)?;
+            Ok(info)
         })
         .await?;
         Ok(Response::new(to_proto(&info)))

@@ -5,14 +5,17 @@
 //! run on an image whose latest record says `trusted`. Each record is
 //! stored as `images/<blake3 hex>/trust.json` (temp file, fsync, rename).
 //!
-//! # Signing hook
+//! # In the transparency log
 //!
-//! [`TrustRecord::trust_record_bytes`] gives the canonical bytes of a record
-//! (compact JSON, fields in declaration order, no optional fields, UTF-8).
-//! The provenance work signs exactly these bytes with the daemon's key
-//! (DSSE, payload type [`TRUST_RECORD_PAYLOAD_TYPE`]), appends them to the
-//! transparency log and names the record's digest in the provenance of
-//! every action that ran on the image. Nothing here signs yet.
+//! [`TrustRecord::trust_record_bytes`] gives the bytes of a record (compact
+//! JSON, fields in declaration order, no optional fields, UTF-8). The
+//! daemon's `provenance` module appends each record to the transparency
+//! log (an `image_trust` entry, canonical JSON with sorted keys, covered by
+//! the next signed checkpoint) when the decision is made and, at the
+//! latest, when an action first runs on the image, and names the SHA-256
+//! of that canonical JSON in the provenance of every action that ran on
+//! it. [`TRUST_RECORD_PAYLOAD_TYPE`] is reserved for a record signed on its
+//! own in a DSSE envelope.
 
 use serde::{Deserialize, Serialize};
 

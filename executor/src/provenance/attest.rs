@@ -39,7 +39,7 @@ pub async fn run(
         result.clone(),
     );
     blocking(move || {
-        let image = prov.image(&p.selection.image, &p.selection.rootfs)?;
+        let image = prov.image(&p.selection.image_digest)?;
         let builder = Builder {
             id: prov.builder_id(),
             kernel: prov.kernel(),

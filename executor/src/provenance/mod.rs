@@ -21,7 +21,7 @@ pub mod pointers;
 pub mod record;
 pub mod service;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -34,6 +34,7 @@ use crate::cas::Store;
 use crate::config::ProvenanceConfig;
 use crate::digest::{BlobKey, DigestFunction};
 use crate::error::{Error, Result};
+use crate::images::{ImageDigest, ImageStore};
 
 pub use pointers::{from_result, record_in_result, server_logs};
 
@@ -57,7 +58,11 @@ pub struct Provenance {
     builder_id: String,
     record_inputs: bool,
     kernel: String,
-    images: Mutex<HashMap<(String, PathBuf), ImageFacts>>,
+    images: Arc<ImageStore>,
+    /// Trust records (image hex, record SHA-256) known to be in the log.
+    trust_logged: Mutex<HashSet<(String, String)>>,
+    /// Each image's Debian packages (by BLAKE3 hex), read once.
+    packages: Mutex<HashMap<String, Option<Arc<DpkgDb>>>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -75,7 +80,12 @@ impl Provenance {
     /// Opens (or creates) the keys and the transparency log in
     /// `<state_dir>/attest`. A log that disagrees with its signed
     /// checkpoint is refused: the daemon must not start on it.
-    pub fn open(state_dir: &Path, config: &ProvenanceConfig, host: &str) -> Result<Self> {
+    pub fn open(
+        state_dir: &Path,
+        config: &ProvenanceConfig,
+        host: &str,
+        images: Arc<ImageStore>,
+    ) -> Result<Self> {
         let dir = state_dir.join(ATTEST_DIR);
         let origin = config.log_origin(host);
         let (attestor, report) = Attestor::open(&dir, &origin).map_err(|e| {
@@ -106,7 +116,9 @@ impl Provenance {
             builder_id: config.builder_id(host),
             record_inputs: config.record_inputs,
             kernel: kernel_release(),
-            images: Mutex::default(),
+            images,
+            trust_logged: Mutex::default(),
+            packages: Mutex::default(),
         })
     }
 
@@ -136,30 +148,57 @@ impl Provenance {
         f(&mut lock(&self.attestor))
     }
 
-    /// The image facts of `name` at `rootfs`, computed on first use: the
-    /// image's tree digest, its trust record (logged once in the
-    /// transparency log) and its packages. See [`record::image_record`].
-    pub fn image(&self, name: &str, rootfs: &Path) -> Result<ImageFacts> {
-        let key = (name.to_owned(), rootfs.to_owned());
-        if let Some(f) = lock(&self.images).get(&key) {
-            return Ok(f.clone());
-        }
-        let (rec, trust) = record::image_record(name, rootfs)?;
-        self.with(|a| log_trust_once(a, &trust))?;
-        let packages = sbom::dpkg::read_rootfs(rootfs)
-            .map_err(|e| {
-                Error::Internal(format!(
-                    "cannot read the dpkg status of image {name:?} ({}): {e}",
-                    rootfs.display()
-                ))
-            })?
-            .map(Arc::new);
-        let facts = ImageFacts {
+    /// The image facts of the image `digest` (in the image store): its
+    /// record (digests, trust record) and packages. The trust record is
+    /// appended to the transparency log the first time an action relies on
+    /// it. See [`record::image_record`].
+    pub fn image(&self, digest: &ImageDigest) -> Result<ImageFacts> {
+        let info = self.images.get(digest)?.ok_or_else(|| {
+            Error::Internal(format!("image {digest} left the store while in use"))
+        })?;
+        let (rec, trust) = record::image_record(&info)?;
+        self.ensure_logged(digest, &rec.trust_record_sha256, &trust)?;
+        let cached = lock(&self.packages).get(&digest.hex).cloned();
+        let packages = match cached {
+            Some(p) => p,
+            None => {
+                let p = sbom::dpkg::read_rootfs(&info.rootfs)
+                    .map_err(|e| {
+                        Error::Internal(format!(
+                            "cannot read the dpkg status of image {digest}: {e}"
+                        ))
+                    })?
+                    .map(Arc::new);
+                lock(&self.packages).insert(digest.hex.clone(), p.clone());
+                p
+            }
+        };
+        Ok(ImageFacts {
             record: rec,
             packages,
-        };
-        lock(&self.images).insert(key, facts.clone());
-        Ok(facts)
+        })
+    }
+
+    /// Logs a trust decision as it is made (`hermetic image trust`,
+    /// import with trust), so the log holds decisions no action used yet.
+    /// Blocking.
+    pub fn log_trust(&self, info: &crate::images::ImageInfo) -> Result<()> {
+        let (rec, trust) = record::image_record(info)?;
+        self.ensure_logged(&info.digest, &rec.trust_record_sha256, &trust)
+    }
+
+    fn ensure_logged(
+        &self,
+        digest: &ImageDigest,
+        sha256: &str,
+        trust: &serde_json::Value,
+    ) -> Result<()> {
+        let key = (digest.hex.clone(), sha256.to_owned());
+        if !lock(&self.trust_logged).contains(&key) {
+            self.with(|a| log_trust_once(a, trust))?;
+            lock(&self.trust_logged).insert(key);
+        }
+        Ok(())
     }
 
     /// Signs and logs `rec`, stores the bundle, both SBOMs and the keyring

@@ -6,13 +6,12 @@
 //! CAS and hashed, files with SHA-256, BLAKE3 and SHA-1 in one pass.
 
 use std::collections::{BTreeMap, HashMap};
-use std::path::Path;
 use std::time::{Duration, UNIX_EPOCH};
 
 use bazel_remote_apis::build::bazel::remote::execution::v2::{ActionResult, Directory, Tree};
 use hermetic_attest::{ExecutionRecord, FileRecord, ImageRecord, ReapiDigest, Timestamp};
 use prost::Message;
-use serde_json::{Value, json};
+use serde_json::Value;
 use sha2::{Digest as _, Sha256};
 
 use crate::cas::Store;
@@ -20,44 +19,65 @@ use crate::digest::{BlobKey, DigestFunction};
 use crate::error::{Error, Result};
 use crate::exec::action::{Prepared, under_workdir};
 use crate::exec::log::ExecutionLog;
+use crate::images::ImageInfo;
+use crate::images::trust::TrustRecord;
 
-/// `type` of the image trust record of a configured image directory.
-pub const IMAGE_TRUST_TYPE: &str = "https://hermetic.dev/image-trust/configured-rootfs/v1";
+/// The trust record named when an image has none (it ran because the
+/// daemon has `require_trusted_images = false`).
+pub const NO_TRUST_RECORD: &str = "none: require_trusted_images = false";
 
-/// The image an action ran on, as provenance records it, and its trust
-/// record (the JSON logged in the transparency log).
+/// The image an action ran on, as provenance records it, and the trust
+/// record it ran under (the JSON logged in the transparency log).
 ///
-/// Today an image is a root filesystem directory the admin configured
-/// (`[images] NAME = DIR`): its digest is the REAPI tree digest (SHA-256)
-/// of the directory as it is now, its source is the directory itself (so
-/// the source manifest digest is that same tree digest), and its trust
-/// record says the daemon's configuration trusts it. When images become
-/// digest-pinned imports with their own trust records, this is the one
-/// function to switch.
-pub fn image_record(name: &str, rootfs: &Path) -> Result<(ImageRecord, Value)> {
-    let tree =
-        hermetic_image::tree(rootfs, hermetic_image::DigestFunction::Sha256).map_err(|e| {
-            Error::Internal(format!(
-                "cannot digest image {name:?} at {}: {e}",
-                rootfs.display()
-            ))
-        })?;
-    let digest = ReapiDigest {
-        hash: tree.root_digest.hash.clone(),
-        size_bytes: tree.root_digest.size_bytes.max(0) as u64,
+/// The digest is the image's SHA-256 REAPI tree digest from its import
+/// record; the source manifest digest is the OCI manifest's, or for a
+/// source without one (a rootfs directory or tarball) the tree digest
+/// itself; the trust record digest is the SHA-256 of the record
+/// ([`TrustRecord`], or one saying there is none) in canonical JSON
+/// (sorted keys, no whitespace): the bytes of the `record` of its
+/// `image_trust` entry in the transparency log.
+pub fn image_record(info: &ImageInfo) -> Result<(ImageRecord, Value)> {
+    let bad = || {
+        Error::Internal(format!(
+            "image {} holds a malformed SHA-256 digest {:?}",
+            info.digest, info.record.digest_sha256
+        ))
     };
-    let trust = json!({
-        "type": IMAGE_TRUST_TYPE,
-        "image": name,
-        "rootfs": rootfs.display().to_string(),
-        "digest": {"sha256": digest.hash, "sizeBytes": digest.size_bytes},
-        "trustedBy": format!("hermeticd configuration: images.{name}"),
-    });
+    let (hash, size) = info
+        .record
+        .digest_sha256
+        .strip_prefix("sha256:")
+        .and_then(|r| r.split_once('/'))
+        .ok_or_else(bad)?;
+    let digest = ReapiDigest {
+        hash: hash.to_owned(),
+        size_bytes: size.parse().map_err(|_| bad())?,
+    };
+    let bytes = match &info.trust {
+        Some(t) => t.trust_record_bytes(),
+        None => serde_json::to_vec(&TrustRecord {
+            version: 1,
+            image: info.digest.to_string(),
+            digest_sha256: info.record.digest_sha256.clone(),
+            trusted: false,
+            by: NO_TRUST_RECORD.into(),
+            at: String::new(),
+        })
+        .expect("a trust record serializes"),
+    };
+    let trust: Value = serde_json::from_slice(&bytes).expect("a trust record is JSON");
+    // The digest of the record in its canonical JSON (sorted keys), the
+    // form the transparency log holds it in.
     let canonical = hermetic_attest::canonical::to_vec(&trust)
-        .map_err(|e| Error::Internal(format!("the image trust record does not serialize: {e}")))?;
+        .map_err(|e| Error::Internal(format!("the trust record does not serialize: {e}")))?;
     let record = ImageRecord {
-        name: name.to_owned(),
-        source_manifest_digest: format!("sha256:{}", digest.hash),
+        // The statement's URI is `hermetic-image:{name}`: the pinned form.
+        name: format!("{}:{}", info.digest.algorithm.name(), info.digest.hex),
+        source_manifest_digest: info
+            .record
+            .source_manifest_digest
+            .clone()
+            .unwrap_or_else(|| format!("sha256:{}", digest.hash)),
         trust_record_sha256: hex(&Sha256::digest(&canonical)),
         digest,
     };
