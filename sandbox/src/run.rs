@@ -48,7 +48,8 @@ pub fn install_cancel_handler() {
     }
 }
 
-fn cancelled() -> bool {
+/// Whether SIGTERM or SIGINT asked this process to stop.
+pub fn cancelled() -> bool {
     CANCELLED.load(std::sync::atomic::Ordering::SeqCst)
 }
 
