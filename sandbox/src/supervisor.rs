@@ -29,7 +29,7 @@
 
 use std::collections::HashMap;
 use std::io::{BufRead, Write};
-use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 use std::path::PathBuf;
 
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
@@ -364,6 +364,26 @@ fn detach_runner(supervisor: nix::unistd::Pid) {
     }
 }
 
+/// In a new runner: closes every fd above 2 but `keep`, so that a runner
+/// holds no other runner's pipes (a pooled runner waits for the end of its
+/// spec pipe, which a copy of the write end elsewhere would hold off).
+fn close_inherited(keep: &[RawFd]) {
+    let mut keep = keep.to_vec();
+    keep.sort_unstable();
+    let mut from: u32 = 3;
+    for fd in keep {
+        let fd = fd as u32;
+        if fd > from {
+            // SAFETY: closes fds of this single-threaded process that
+            // nothing in it uses any more (the supervisor's, inherited).
+            unsafe { libc::syscall(libc::SYS_close_range, from, fd - 1, 0u32) };
+        }
+        from = from.max(fd + 1);
+    }
+    // SAFETY: as above.
+    unsafe { libc::syscall(libc::SYS_close_range, from, u32::MAX, 0u32) };
+}
+
 /// Forks a runner for one spec, cold; its status comes back through a pipe.
 fn start(spec: &Spec, prepared: &Prepared) -> Result<(Pid, OwnedFd), String> {
     let (r, w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
@@ -374,6 +394,7 @@ fn start(spec: &Spec, prepared: &Prepared) -> Result<(Pid, OwnedFd), String> {
     match unsafe { nix::unistd::fork() }.map_err(|e| format!("fork failed: {e}"))? {
         nix::unistd::ForkResult::Child => {
             drop(r);
+            close_inherited(&[w.as_raw_fd()]);
             detach_runner(supervisor);
             // Report first (closing the pipe ends the message), clean up after.
             let mut w = Some(w);
@@ -414,6 +435,7 @@ fn start_warm(spec: &Spec, prepared: &Prepared, mount_point: PathBuf) -> Result<
         nix::unistd::ForkResult::Child => {
             drop(status_r);
             drop(spec_w);
+            close_inherited(&[status_w.as_raw_fd(), spec_r.as_raw_fd()]);
             detach_runner(supervisor);
             let warm = crate::run::warm_up(spec, prepared, &mount_point);
             // Report first (closing the pipe ends the message), clean up after.
