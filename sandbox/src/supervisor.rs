@@ -22,7 +22,7 @@
 //! ([`crate::run::run_warm`]: `/work` over the input, `pivot_root`, every
 //! verification, the step), the same code a cold sandbox runs after its own
 //! warm-up. An entry serves one action and is gone; at most
-//! [`POOL_CAPACITY`] keys have an entry, the least recently used is
+//! [`POOL_CAPACITY`] keys (`--pool N`) have an entry, the least recently used is
 //! discarded first; end of input discards them all (each runner tears its
 //! sandbox down and removes its mount point), and a killed supervisor's
 //! runners get SIGTERM from the kernel and do the same.
@@ -40,7 +40,7 @@ use crate::run::{PoolKey, Prepared};
 use crate::spec::Spec;
 use crate::status::Status;
 
-/// Distinct keys that keep a pre-made sandbox.
+/// Distinct keys that keep a pre-made sandbox, by default.
 pub const POOL_CAPACITY: usize = 2;
 
 /// A request line.
@@ -89,6 +89,7 @@ struct State {
     /// waiting.
     finishing: Vec<Pid>,
     made: u64,
+    capacity: usize,
 }
 
 impl State {
@@ -100,6 +101,9 @@ impl State {
     /// After an action for `spec` ended: make the next sandbox for its key
     /// unless one waits already.
     fn refill(&mut self, spec: &Spec, prepared: usize) {
+        if self.capacity == 0 {
+            return;
+        }
         let key = PoolKey::of(spec);
         if let Some(i) = self.pool.iter().position(|e| e.key == key) {
             // Most recently used last.
@@ -117,15 +121,26 @@ impl State {
             Ok(e) => self.pool.push(e),
             Err(e) => eprintln!("hermetic-sandbox supervisor: warning: cannot fill the pool: {e}"),
         }
-        while self.pool.len() > POOL_CAPACITY {
+        while self.pool.len() > self.capacity {
             let e = self.pool.remove(0);
             self.discard(e);
         }
     }
 }
 
-/// Serves requests from `input` until it closes and every action is done.
-pub fn serve(input: std::fs::File, mut output: impl Write) -> std::io::Result<()> {
+/// Serves requests from `input` until it closes and every action is done,
+/// with a pool of [`POOL_CAPACITY`] keys.
+pub fn serve(input: std::fs::File, output: impl Write) -> std::io::Result<()> {
+    serve_with_pool(input, output, POOL_CAPACITY)
+}
+
+/// [`serve`] with a pool of `capacity` keys (0: no pool, every sandbox is
+/// made at its request).
+pub fn serve_with_pool(
+    input: std::fs::File,
+    mut output: impl Write,
+    capacity: usize,
+) -> std::io::Result<()> {
     crate::run::install_cancel_handler();
     if nix::unistd::geteuid().is_root() {
         // Moving each action's process into its cgroup otherwise waits for
@@ -146,6 +161,7 @@ pub fn serve(input: std::fs::File, mut output: impl Write) -> std::io::Result<()
         pool: Vec::new(),
         finishing: Vec::new(),
         made: 0,
+        capacity,
     };
     while open || !running.is_empty() {
         state.finishing.retain(|&pid| {
