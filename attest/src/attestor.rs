@@ -38,6 +38,9 @@ pub enum AttestError {
     /// There is no active signing key.
     #[error("no active signing key")]
     NoActiveKey,
+    /// A statement given to [`Attestor::attest_statement`] is not one.
+    #[error("not an in-toto Statement v1 with subjects and a predicate: {0}")]
+    NotAStatement(String),
     /// The log has no signed checkpoint yet.
     #[error("the transparency log has no signed checkpoint yet")]
     NoCheckpoint,
@@ -125,6 +128,35 @@ impl Attestor {
     pub fn attest(&mut self, record: &ExecutionRecord) -> Result<Bundle, AttestError> {
         let statement = provenance::statement(record)?;
         let payload = canonical::to_vec(&statement).expect("statement serializes");
+        let (keyid, key) = self.keys.active().ok_or(AttestError::NoActiveKey)?;
+        let envelope = Envelope::sign(PAYLOAD_TYPE, &payload, keyid, key);
+        let proof = self.append(&LogEntry::Attestation {
+            envelope: envelope.clone(),
+        })?;
+        Ok(Bundle::new(envelope, proof))
+    }
+
+    /// Signs and logs an in-toto Statement v1 of another predicate type
+    /// than provenance (a reproducibility report, say), exactly as
+    /// [`Attestor::attest`] does provenance. The statement must have
+    /// `_type`, a non-empty `subject` list, `predicateType` and
+    /// `predicate`.
+    pub fn attest_statement(
+        &mut self,
+        statement: &serde_json::Value,
+    ) -> Result<Bundle, AttestError> {
+        let bad = |why: &str| Err(AttestError::NotAStatement(why.to_owned()));
+        if statement["_type"] != provenance::STATEMENT_TYPE {
+            return bad("_type is not https://in-toto.io/Statement/v1");
+        }
+        if statement["subject"].as_array().is_none_or(Vec::is_empty) {
+            return bad("no subjects");
+        }
+        if !statement["predicateType"].is_string() || statement["predicate"].is_null() {
+            return bad("no predicateType or predicate");
+        }
+        let payload =
+            canonical::to_vec(statement).map_err(|e| AttestError::NotAStatement(e.to_string()))?;
         let (keyid, key) = self.keys.active().ok_or(AttestError::NoActiveKey)?;
         let envelope = Envelope::sign(PAYLOAD_TYPE, &payload, keyid, key);
         let proof = self.append(&LogEntry::Attestation {

@@ -103,8 +103,19 @@ pub struct Verified {
     pub bundle: VerifiedBundle,
 }
 
-/// Verifies everything about `bundle` that does not involve the artifact.
+/// Verifies everything about a provenance `bundle` that does not involve
+/// the artifact.
 pub fn verify_bundle(bundle: &Bundle, keyring: &Keyring) -> Result<VerifiedBundle, VerifyError> {
+    verify_bundle_of(bundle, keyring, PREDICATE_TYPE)
+}
+
+/// [`verify_bundle`] for a statement whose `predicateType` is
+/// `predicate_type` (a reproducibility attestation, say).
+pub fn verify_bundle_of(
+    bundle: &Bundle,
+    keyring: &Keyring,
+    predicate_type: &str,
+) -> Result<VerifiedBundle, VerifyError> {
     if bundle.media_type != BUNDLE_MEDIA_TYPE {
         return Err(VerifyError::MediaType(bundle.media_type.clone()));
     }
@@ -183,7 +194,7 @@ pub fn verify_bundle(bundle: &Bundle, keyring: &Keyring) -> Result<VerifiedBundl
     let payload = env.payload_bytes().map_err(VerifyError::Signature)?;
     let statement: Value =
         serde_json::from_slice(&payload).map_err(|e| VerifyError::Statement(e.to_string()))?;
-    if statement["_type"] != STATEMENT_TYPE || statement["predicateType"] != PREDICATE_TYPE {
+    if statement["_type"] != STATEMENT_TYPE || statement["predicateType"] != predicate_type {
         return Err(VerifyError::Statement(
             "unexpected _type or predicateType".into(),
         ));

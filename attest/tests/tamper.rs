@@ -298,3 +298,39 @@ fn consistency_between_checkpoints() {
     ));
     assert!(hermetic_attest::verify::verify_consistency(&new, &old, &proof, a.keyring()).is_err());
 }
+
+#[test]
+fn statements_of_other_predicates_are_signed_logged_and_verified_by_type() {
+    use hermetic_attest::verify::{verify_bundle, verify_bundle_of};
+    let dir = tempfile::tempdir().unwrap();
+    let (mut a, _) = Attestor::open(dir.path(), ORIGIN).unwrap();
+    let predicate_type = "https://hermetic.dev/attestations/reproducibility/v1";
+    let statement = serde_json::json!({
+        "_type": "https://in-toto.io/Statement/v1",
+        "subject": [{"name": "out/hello", "digest": {"sha256": "00".repeat(32)}}],
+        "predicateType": predicate_type,
+        "predicate": {"verdict": "reproducible"},
+    });
+    let b = a.attest_statement(&statement).unwrap();
+    let size = a.log().size();
+    let v = verify_bundle_of(&b, a.keyring(), predicate_type).unwrap();
+    assert_eq!(v.statement["predicate"]["verdict"], "reproducible");
+    assert_eq!(v.tree_size, size);
+    // Not mistaken for provenance, nor provenance for it.
+    assert!(matches!(
+        verify_bundle(&b, a.keyring()),
+        Err(VerifyError::Statement(_))
+    ));
+    // What is not a statement is refused before anything is signed.
+    for bad in [
+        serde_json::json!({"_type": "x", "subject": [{}], "predicateType": "p", "predicate": {}}),
+        serde_json::json!({"_type": "https://in-toto.io/Statement/v1", "subject": [], "predicateType": "p", "predicate": {}}),
+        serde_json::json!({"_type": "https://in-toto.io/Statement/v1", "subject": [{}], "predicate": {}}),
+    ] {
+        assert!(matches!(
+            a.attest_statement(&bad),
+            Err(AttestError::NotAStatement(_))
+        ));
+    }
+    assert_eq!(a.log().size(), size, "a refused statement was logged");
+}

@@ -11,8 +11,12 @@
 //! - [`exec`]: preparing, staging, running (through the helper) and
 //!   collecting actions; the engine with its queue and operations.
 //! - [`service`]: the gRPC services, thin wrappers over the above.
+//! - [`images`]: the base-image store, digest references, trust, and the
+//!   `hermetic.v1.Images` service.
 //! - [`server`]: start-up and [`server::serve`].
 //! - [`local`]: daemonless execution on a private state directory.
+//! - [`provenance`]: signed provenance, SBOMs and the transparency log of
+//!   every executed action; the `hermetic.v1.Provenance` service.
 //!
 //! # Clients on the Unix socket
 //! gRPC clients connecting over the Unix socket must send the authority
@@ -25,7 +29,9 @@ pub mod config;
 pub mod digest;
 pub mod error;
 pub mod exec;
+pub mod images;
 pub mod local;
+pub mod provenance;
 pub mod server;
 pub mod service;
 
