@@ -10,7 +10,7 @@ use std::time::Instant;
 use anyhow::{Context, Result, bail};
 use serde::Deserialize;
 
-use crate::variants::{CLI, SUPERVISOR, Sample, Timings, Variant};
+use crate::variants::{CLI, SUPERVISOR, SUPERVISOR_COLD, Sample, Timings, Variant};
 
 /// The part of the helper's status report the benchmark reads. Unknown
 /// fields are ignored on purpose: the report grows, the benchmark need not.
@@ -128,6 +128,7 @@ pub struct Supervisor {
     spec: serde_json::Value,
     scratch_root: PathBuf,
     next_id: u64,
+    pooled: bool,
 }
 
 /// A status line from the supervisor.
@@ -142,7 +143,11 @@ impl Supervisor {
     /// for `--rootfs ROOTFS -- /bin/true` (strict profile), with a fresh
     /// scratch dir under `scratch_root` per request and the step's output
     /// streams sent to `/dev/null`.
-    pub fn start(sandbox: &Path, rootfs: &Path, scratch_root: &Path) -> Result<Self> {
+    ///
+    /// `pooled`: the supervisor's default pool (each request after the
+    /// first finds a sandbox made for it, which `run_once` checks); else
+    /// `--pool 0`.
+    pub fn start(sandbox: &Path, rootfs: &Path, scratch_root: &Path, pooled: bool) -> Result<Self> {
         let out = Command::new(sandbox)
             .arg("--rootfs")
             .arg(rootfs)
@@ -161,6 +166,11 @@ impl Supervisor {
         spec["stderr"] = "null".into();
         let mut child = Command::new(sandbox)
             .arg("--supervisor")
+            .args(if pooled {
+                &[][..]
+            } else {
+                &["--pool", "0"][..]
+            })
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
@@ -175,13 +185,18 @@ impl Supervisor {
             spec,
             scratch_root: scratch_root.to_path_buf(),
             next_id: 0,
+            pooled,
         })
     }
 }
 
 impl Variant for Supervisor {
     fn name(&self) -> &'static str {
-        SUPERVISOR
+        if self.pooled {
+            SUPERVISOR
+        } else {
+            SUPERVISOR_COLD
+        }
     }
 
     fn run_once(&mut self) -> Result<Sample> {
@@ -189,7 +204,7 @@ impl Variant for Supervisor {
         let id = self.next_id;
         self.spec["scratch"] = self
             .scratch_root
-            .join(format!("supervisor-{id}"))
+            .join(format!("supervisor-{}-{id}", u8::from(self.pooled)))
             .to_string_lossy()
             .into();
         let mut request = serde_json::to_vec(&serde_json::json!({ "id": id, "spec": &self.spec }))?;
@@ -216,9 +231,21 @@ impl Variant for Supervisor {
         if response.id != id {
             bail!("supervisor answered id {} to request {id}", response.id);
         }
+        let timings = response.status.timings(self.name())?;
+        // The pooled variant measures the pool: every request but the first
+        // must have found its sandbox made (the harness waits between
+        // rounds while other variants run); the cold one never.
+        if timings.pooled != (self.pooled && id > 1) {
+            bail!(
+                "{}: request {id} pooled: {}, expected {}",
+                self.name(),
+                timings.pooled,
+                self.pooled && id > 1
+            );
+        }
         Ok(Sample {
             wall,
-            timings: Some(response.status.timings("sandbox supervisor")?),
+            timings: Some(timings),
         })
     }
 }

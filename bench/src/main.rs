@@ -139,7 +139,12 @@ fn real_main() -> Result<()> {
 
     let mut variants: Vec<Box<dyn Variant>> = vec![
         Box::new(External::bare(&rootfs)),
-        Box::new(helper::Supervisor::start(&sandbox, &rootfs, &scratch)?),
+        Box::new(helper::Supervisor::start(
+            &sandbox, &rootfs, &scratch, true,
+        )?),
+        Box::new(helper::Supervisor::start(
+            &sandbox, &rootfs, &scratch, false,
+        )?),
         Box::new(helper::OneShot::new(&sandbox, &rootfs, &scratch)),
         Box::new(External::bwrap(&rootfs)),
         Box::new(External::crun(&bundle)),

@@ -13,8 +13,11 @@ pub const BARE: &str = "bare exec";
 pub const BWRAP: &str = "bwrap";
 /// crun.
 pub const CRUN: &str = "crun";
-/// The helper's supervisor mode (the daemon's path).
+/// The helper's supervisor mode (the daemon's path), with its pool.
 pub const SUPERVISOR: &str = "sandbox supervisor";
+/// The supervisor without a pool (`--pool 0`): every sandbox made at its
+/// request, as on a pool miss.
+pub const SUPERVISOR_COLD: &str = "sandbox supervisor, cold";
 /// The helper's one-shot CLI.
 pub const CLI: &str = "sandbox CLI";
 
@@ -27,6 +30,9 @@ pub struct Timings {
     pub run_us: u64,
     /// From the step's exit to everything cleaned up.
     pub teardown_us: u64,
+    /// Whether the sandbox came from the supervisor's pool.
+    #[serde(default)]
+    pub pooled: bool,
 }
 
 /// One measured run.

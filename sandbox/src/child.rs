@@ -6,9 +6,13 @@
 //! The *creator* drops to the unprivileged host ids, creates the user
 //! namespace (so the sandbox's namespaces are owned by an unprivileged uid,
 //! never by host root), then the other namespaces, and clones *init* as a
-//! sibling so that the helper is init's parent. *Init* builds the root
-//! filesystem, verifies it, forks the *step*, reaps everything, and when the
-//! step exits kills every remaining process of the sandbox. The *step*
+//! sibling so that the helper is init's parent. *Init* builds the part of
+//! the root filesystem that does not depend on the action, reports `warm`
+//! and waits for the action ([`ActionPlan`], through [`crate::handoff`]):
+//! a pooled sandbox waits there until a request comes, a cold one gets it at
+//! once. Then it mounts `/work`, pivots, verifies everything, forks the
+//! *step*, reaps everything, and when the step exits kills every remaining
+//! process of the sandbox. The *step*
 //! confines itself (rlimits, capabilities, no_new_privs, Landlock, seccomp,
 //! in that order: each needs the privilege the next one removes) and execs.
 //!
@@ -18,7 +22,7 @@
 
 use std::ffi::CString;
 use std::io::Write;
-use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 use std::path::PathBuf;
 
 use nix::sched::CloneFlags;
@@ -52,18 +56,8 @@ pub struct ChildPlan {
     pub upper: PathBuf,
     /// The helper's namespace inode numbers, by name.
     pub host_ns: Vec<(String, u64)>,
-    /// The step's argv.
-    pub argv: Vec<CString>,
-    /// The step's environment, `K=V`.
-    pub envp: Vec<CString>,
-    /// `PATH` for resolving `argv[0]`.
-    pub path: String,
-    /// The step's working directory inside the sandbox.
-    pub cwd: CString,
     /// umask.
     pub umask: u32,
-    /// rlimits.
-    pub rlimits: Rlimits,
     /// Landlock policy (`None`: disabled by the profile).
     pub landlock: Option<crate::profile::Landlock>,
     /// Seccomp filter (`None`: disabled by the profile).
@@ -72,6 +66,24 @@ pub struct ChildPlan {
     pub last_cap: u64,
     /// Non-semantic variations (CPUs, clocks, pids, ASLR).
     pub variation: crate::spec::Variation,
+}
+
+/// What init learns only when the action arrives ([`crate::handoff`]): the
+/// input tree, the command, its environment and streams, the rlimits.
+#[derive(Debug)]
+pub struct ActionPlan {
+    /// The input tree (host path): the lower layer of `/work`.
+    pub lower: PathBuf,
+    /// The step's argv.
+    pub argv: Vec<CString>,
+    /// The step's environment, `K=V`.
+    pub envp: Vec<CString>,
+    /// `PATH` for resolving `argv[0]`.
+    pub path: String,
+    /// The step's working directory inside the sandbox.
+    pub cwd: CString,
+    /// rlimits.
+    pub rlimits: Rlimits,
     /// fds for the step's stdout and stderr (`None`: inherit).
     pub stdout: Option<OwnedFd>,
     /// See `stdout`.
@@ -87,6 +99,8 @@ pub struct ChildPipes {
     pub ctl: OwnedFd,
     /// Step → helper: confinement report, then EOF at exec.
     pub exec: OwnedFd,
+    /// Helper → init: the action ([`crate::handoff`]), once.
+    pub action: OwnedFd,
 }
 
 /// `personality(2)` flag turning off address-space randomization.
@@ -217,7 +231,19 @@ fn init(plan: &ChildPlan, pipes: &ChildPipes) -> ! {
     let ctl = pipes.ctl.as_raw_fd();
     // SAFETY: prctl with integer arguments only.
     unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) };
-    match setup_root(plan) {
+    // Everything that does not depend on the action, then wait for it (a
+    // pooled sandbox waits here until a request comes).
+    if let Err(e) = setup_root(plan) {
+        die(ctl, e);
+    }
+    send(ctl, "warm");
+    let action = match crate::handoff::receive(pipes.action.as_fd()) {
+        Ok(a) => a,
+        Err(e) => die(ctl, format!("no action received: {e}")),
+    };
+    // SAFETY: closing our copy of an fd we hold; never used again.
+    unsafe { libc::close(pipes.action.as_raw_fd()) };
+    match finish_root(plan, &action) {
         Ok(report) => send(ctl, &format!("ready {report}")),
         Err(e) => die(ctl, e),
     }
@@ -231,17 +257,35 @@ fn init(plan: &ChildPlan, pipes: &ChildPipes) -> ! {
     // SAFETY: fork in a single-threaded process.
     let step = match unsafe { nix::unistd::fork() } {
         Err(e) => die(ctl, format!("failed to fork the step: {e}")),
-        Ok(nix::unistd::ForkResult::Child) => step(plan, pipes),
+        Ok(nix::unistd::ForkResult::Child) => step(plan, &action, pipes),
         Ok(nix::unistd::ForkResult::Parent { child }) => child,
     };
-    // Only the step holds the exec pipe now: its EOF marks the execve.
+    // Only the step holds the exec pipe and the streams now: the pipe's EOF
+    // marks the execve.
     // SAFETY: closing our copy of an fd we hold; the OwnedFd is never used
     // again in this process, which ends in _exit.
     unsafe { libc::close(pipes.exec.as_raw_fd()) };
+    drop(action);
     let status = reap_until_step_exits(step, &mask);
     // The step is done: nothing it started may outlive it.
     kill_all_and_reap();
-    send(ctl, &format!("exit {status}"));
+    // Everything init reaped is every process of the sandbox but init: the
+    // helper reports their CPU time without waiting for init's exit (and
+    // the namespaces' teardown that comes with it).
+    // SAFETY: getrusage with a valid out pointer.
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: as above.
+    unsafe { libc::getrusage(libc::RUSAGE_CHILDREN, &mut ru) };
+    let us = |t: libc::timeval| t.tv_sec * 1_000_000 + t.tv_usec;
+    send(
+        ctl,
+        &format!(
+            "exit {status} {} {} {}",
+            us(ru.ru_utime),
+            us(ru.ru_stime),
+            ru.ru_maxrss
+        ),
+    );
     // Stay alive, with every other process dead, while the helper reads the
     // outputs through /proc/<init>/root; EOF means it is done.
     let mut buf = [0u8; 16];
@@ -294,8 +338,9 @@ fn ns_inode(name: &str) -> Result<u64, String> {
         .map_err(|e| format!("cannot read /proc/self/ns/{name}: {e}"))
 }
 
-/// Builds and verifies the root filesystem; returns a JSON report.
-fn setup_root(plan: &ChildPlan) -> Result<String, String> {
+/// Builds the part of the root filesystem that does not depend on the
+/// action: everything but `/work`, not yet pivoted into.
+fn setup_root(plan: &ChildPlan) -> Result<(), String> {
     if plan.variation.pid_offset > 0 {
         // ns_last_pid acts on the writer's pid namespace, whichever procfs
         // it is reached through; /proc/sys is read-only once mounted ours.
@@ -308,7 +353,14 @@ fn setup_root(plan: &ChildPlan) -> Result<String, String> {
     unsafe { libc::setdomainname(c"(none)".as_ptr(), 6) };
     net::loopback_up().map_err(|e| format!("failed to bring up lo: {e}"))?;
     mounts::make_private().map_err(|e| e.to_string())?;
-    mounts::execute(&plan.mounts).map_err(|e| e.to_string())?;
+    mounts::execute(&plan.mounts).map_err(|e| e.to_string())
+}
+
+/// The action's part: `/work` over its input, `pivot_root`, the root made
+/// read-only, then every verification; returns a JSON report.
+fn finish_root(plan: &ChildPlan, action: &ActionPlan) -> Result<String, String> {
+    let layout = mounts::ScratchLayout::new(&plan.scratch);
+    mounts::execute(&[mounts::work_overlay(&layout, &action.lower)]).map_err(|e| e.to_string())?;
     // Keep the upper layer reachable for the helper (via /proc/1/fd) after
     // pivot_root detaches the scratch mount.
     let upper = nix::fcntl::open(
@@ -373,7 +425,7 @@ fn verify_root(plan: &ChildPlan, upper_fd: RawFd) -> Result<String, String> {
     .to_string())
 }
 
-fn step(plan: &ChildPlan, pipes: &ChildPipes) -> ! {
+fn step(plan: &ChildPlan, action: &ActionPlan, pipes: &ChildPipes) -> ! {
     let fd = pipes.exec.as_raw_fd();
     let fail = |msg: String| -> ! {
         send(fd, &format!("fail {}", msg.replace('\n', " ")));
@@ -394,7 +446,7 @@ fn step(plan: &ChildPlan, pipes: &ChildPipes) -> ! {
     if let Err(e) = nix::unistd::setsid() {
         fail(format!("setsid failed: {e}"));
     }
-    if let Err(e) = stdio(plan) {
+    if let Err(e) = stdio(action) {
         fail(e);
     }
     // Every inherited fd beyond 0, 1, 2 is closed at execve.
@@ -411,10 +463,10 @@ fn step(plan: &ChildPlan, pipes: &ChildPipes) -> ! {
         fail(format!("close_range failed: {}", nix::Error::last()));
     }
     nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(plan.umask));
-    if let Err(e) = nix::unistd::chdir(plan.cwd.as_c_str()) {
+    if let Err(e) = nix::unistd::chdir(action.cwd.as_c_str()) {
         fail(format!(
             "cannot enter working directory {:?}: {e}",
-            plan.cwd
+            action.cwd
         ));
     }
     if let Some(n) = plan.variation.cpus {
@@ -440,7 +492,7 @@ fn step(plan: &ChildPlan, pipes: &ChildPipes) -> ! {
             fail(format!("failed to disable ASLR: {}", nix::Error::last()));
         }
     }
-    if let Err(e) = confine::set_rlimits(&plan.rlimits) {
+    if let Err(e) = confine::set_rlimits(&action.rlimits) {
         fail(e.to_string());
     }
     if let Err(e) = confine::drop_capabilities(plan.last_cap) {
@@ -475,10 +527,10 @@ fn step(plan: &ChildPlan, pipes: &ChildPipes) -> ! {
         "gid": nix::unistd::getgid().as_raw(),
     });
     send(fd, &format!("report {report}"));
-    exec(plan, fd)
+    exec(action, fd)
 }
 
-fn stdio(plan: &ChildPlan) -> Result<(), String> {
+fn stdio(plan: &ActionPlan) -> Result<(), String> {
     let null = nix::fcntl::open(
         "/dev/null",
         nix::fcntl::OFlag::O_RDWR,
@@ -503,7 +555,7 @@ fn stdio(plan: &ChildPlan) -> Result<(), String> {
     Ok(())
 }
 
-fn exec(plan: &ChildPlan, fd: RawFd) -> ! {
+fn exec(plan: &ActionPlan, fd: RawFd) -> ! {
     let name = plan.argv[0].to_bytes();
     let mut err = nix::Error::ENOENT;
     let candidates: Vec<CString> = if name.contains(&b'/') {

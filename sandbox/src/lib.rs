@@ -12,6 +12,7 @@
 //! - [`run`]: one execution from the helper's side (prepare, start, wait
 //!   with a deadline, collect, clean up, report).
 //! - [`child`]: what runs inside: the namespace creator, init, the step.
+//! - [`handoff`]: the action sent to a waiting init (cold or pooled).
 //! - [`mounts`]: the root filesystem as an ordered plan of mount operations.
 //! - [`confine`]: rlimits, capabilities, no_new_privs, Landlock.
 //! - [`seccomp`]: the profile's syscall policy compiled to BPF.
@@ -25,6 +26,7 @@ pub mod cgroup;
 pub mod child;
 pub mod confine;
 pub mod features;
+pub mod handoff;
 pub mod mounts;
 pub mod net;
 pub mod outputs;

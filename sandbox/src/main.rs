@@ -33,6 +33,11 @@ struct Cli {
     /// one status line each (the daemon's mode).
     #[arg(long, conflicts_with_all = ["spec", "rootfs", "command"])]
     supervisor: bool,
+    /// With --supervisor: how many keys (profile, rootfs, limits) keep a
+    /// sandbox made ahead of the next request; 0 makes every sandbox at its
+    /// request.
+    #[arg(long, value_name = "N", default_value_t = hermetic_sandbox::supervisor::POOL_CAPACITY, requires = "supervisor")]
+    pool: usize,
     /// Print what this host supports, as JSON, and exit.
     #[arg(long, conflicts_with_all = ["spec", "rootfs", "command", "supervisor"])]
     features: bool,
@@ -114,7 +119,11 @@ fn real_main() -> Result<u8> {
     }
     if cli.supervisor {
         let stdin = std::io::stdin().as_fd().try_clone_to_owned()?;
-        hermetic_sandbox::supervisor::serve(stdin.into(), std::io::stdout().lock())?;
+        hermetic_sandbox::supervisor::serve_with_pool(
+            stdin.into(),
+            std::io::stdout().lock(),
+            cli.pool,
+        )?;
         return Ok(0);
     }
     let spec = match &cli.spec {

@@ -128,8 +128,6 @@ fn sys<T>(what: &'static str, path: &Path, r: nix::Result<T>) -> Result<T, Mount
 pub struct PlanInput<'a> {
     /// The base image.
     pub rootfs: &'a Path,
-    /// The input tree (lower layer of `/work`).
-    pub lower: &'a Path,
     /// The scratch tmpfs mount point (inside which upper, work, root live).
     pub scratch: &'a Path,
     /// `/tmp` size.
@@ -261,14 +259,9 @@ pub fn plan(input: &PlanInput<'_>) -> Result<Vec<MountOp>, MountError> {
             dst: root.join("etc").join(file),
         });
     }
-    // /work: the input tree as a read-only lower layer, writes go to scratch.
+    // /work's mount point; the overlay comes with the action
+    // ([`work_overlay`]).
     ops.push(MountOp::Dir(root.join("work")));
-    ops.push(MountOp::Overlay {
-        lower: input.lower.to_path_buf(),
-        upper: s.upper.clone(),
-        work: s.ovl_work.clone(),
-        dst: root.join("work"),
-    });
     ops.push(MountOp::Dir(root.join("tmp")));
     ops.push(MountOp::Tmpfs {
         dst: root.join("tmp"),
@@ -334,6 +327,19 @@ pub fn plan(input: &PlanInput<'_>) -> Result<Vec<MountOp>, MountError> {
         ops.push(MountOp::IfExists(proc.join(p), Box::new(mask)));
     }
     Ok(ops)
+}
+
+/// `/work`: the action's input tree as a read-only lower layer, writes to
+/// the upper layer in scratch. The one mount that depends on the action, so
+/// it runs after [`plan`]'s operations (a pooled sandbox runs those before
+/// the request comes).
+pub fn work_overlay(layout: &ScratchLayout, lower: &Path) -> MountOp {
+    MountOp::Overlay {
+        lower: lower.to_path_buf(),
+        upper: layout.upper.clone(),
+        work: layout.ovl_work.clone(),
+        dst: layout.root.join("work"),
+    }
 }
 
 fn src_is_file(p: &Path) -> bool {
@@ -624,7 +630,6 @@ mod tests {
         std::os::unix::fs::symlink("usr/bin", img.join("bin")).unwrap();
         let ops = plan(&PlanInput {
             rootfs: &img,
-            lower: Path::new("/nonexistent-lower"),
             scratch: Path::new("/s"),
             tmp_bytes: 1 << 20,
             scratch_bytes: 1 << 20,

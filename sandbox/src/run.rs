@@ -11,7 +11,7 @@ use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use nix::unistd::Pid;
 
 use crate::cgroup::{Cgroup, CgroupLimits};
-use crate::child::{self, ChildPipes, ChildPlan};
+use crate::child::{self, ActionPlan, ChildPipes, ChildPlan};
 use crate::confine::Rlimits;
 use crate::mounts::{self, PlanInput};
 use crate::profile::Weakening;
@@ -48,7 +48,8 @@ pub fn install_cancel_handler() {
     }
 }
 
-fn cancelled() -> bool {
+/// Whether SIGTERM or SIGINT asked this process to stop.
+pub fn cancelled() -> bool {
     CANCELLED.load(std::sync::atomic::Ordering::SeqCst)
 }
 
@@ -164,7 +165,9 @@ pub fn run_prepared(spec: &Spec, prepared: Option<&Prepared>, report: impl FnOnc
 struct Guard {
     cgroup: Option<Cgroup>,
     init: Option<Pid>,
-    scratch_created: Option<PathBuf>,
+    /// Directories this run created (scratch, a pooled sandbox's mount
+    /// point), removed last.
+    scratch_created: Vec<PathBuf>,
 }
 
 impl Drop for Guard {
@@ -180,18 +183,105 @@ impl Drop for Guard {
                 eprintln!("hermetic-sandbox: warning: cannot remove the action's cgroup: {e}");
             }
         }
-        if let Some(dir) = self.scratch_created.take() {
+        for dir in self.scratch_created.drain(..) {
             let _ = std::fs::remove_dir(dir);
         }
     }
 }
 
-fn run_inner(
-    spec: &Spec,
-    prepared: &Prepared,
-    start: Instant,
-    status: &mut Status,
-) -> Result<Guard, String> {
+/// What a prepared sandbox was made for: every field of a spec that the
+/// part made before the action ([`warm_up`]) depends on. A pooled sandbox
+/// serves only a spec with an equal key; everything else (input, command,
+/// environment, streams, timeout, fsize and nofile limits, scratch, outputs)
+/// comes with the action.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PoolKey {
+    rootfs: PathBuf,
+    profile: crate::profile::Profile,
+    cgroup_parent: Option<PathBuf>,
+    variation: crate::spec::Variation,
+    memory_bytes: Option<u64>,
+    pids: Option<u64>,
+    cpu_millis: Option<u64>,
+    tmp_bytes: u64,
+    scratch_bytes: u64,
+}
+
+impl PoolKey {
+    /// The key of `spec`.
+    pub fn of(spec: &Spec) -> Self {
+        let l = spec.effective_limits();
+        PoolKey {
+            rootfs: spec.rootfs.clone(),
+            profile: spec.profile.clone(),
+            cgroup_parent: spec.cgroup_parent.clone(),
+            variation: spec.variation.clone(),
+            memory_bytes: l.memory_bytes,
+            pids: l.pids,
+            cpu_millis: l.cpu_millis,
+            tmp_bytes: l.tmp_bytes,
+            scratch_bytes: l.scratch_bytes,
+        }
+    }
+}
+
+/// A sandbox made up to the point where init waits for its action:
+/// namespaces, id maps, cgroup, the whole root filesystem but `/work`.
+/// Dropping it tears everything down.
+pub struct Warm {
+    guard: Guard,
+    init: Pid,
+    ctl: BufReader<std::fs::File>,
+    release: OwnedFd,
+    action: OwnedFd,
+    exec_r: OwnedFd,
+    enforcement: &'static str,
+    weaker: Vec<String>,
+    host_ids: (u32, u32),
+    key: PoolKey,
+    forked_at: Instant,
+    namespaces_us: u64,
+    warm_us: u64,
+}
+
+impl std::fmt::Debug for Warm {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Warm")
+            .field("init", &self.init)
+            .field("mount_point", &self.guard.scratch_created)
+            .finish()
+    }
+}
+
+/// Creates `dir` (or accepts it empty) for this run, given to the host ids
+/// in root mode.
+fn claim_dir(dir: &Path, host_ids: (u32, u32), guard: &mut Guard) -> Result<(), String> {
+    match std::fs::create_dir(dir) {
+        Ok(()) => guard.scratch_created.push(dir.to_path_buf()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            if std::fs::read_dir(dir)
+                .map_err(|e| format!("cannot read scratch {}: {e}", dir.display()))?
+                .next()
+                .is_some()
+            {
+                return Err(format!("scratch directory {} is not empty", dir.display()));
+            }
+        }
+        Err(e) => return Err(format!("cannot create scratch {}: {e}", dir.display())),
+    }
+    if nix::unistd::geteuid().is_root() {
+        nix::unistd::chown(dir, Some(host_ids.0.into()), Some(host_ids.1.into()))
+            .map_err(|e| format!("cannot chown scratch {}: {e}", dir.display()))?;
+    }
+    Ok(())
+}
+
+/// Makes the part of a sandbox for `spec` that does not depend on the
+/// action (only [`PoolKey`] fields of `spec` are read), with its scratch
+/// tmpfs on `mount_point`. The cold path calls it with the spec's own
+/// scratch right before [`act`]; the supervisor's pool calls it ahead of
+/// the request with a directory of its own.
+pub fn warm_up(spec: &Spec, prepared: &Prepared, mount_point: &Path) -> Result<Warm, String> {
     let profile = &spec.profile;
     let limits = spec.effective_limits();
     let root_mode = nix::unistd::geteuid().is_root();
@@ -206,51 +296,14 @@ fn run_inner(
     let mut guard = Guard {
         cgroup: None,
         init: None,
-        scratch_created: None,
+        scratch_created: Vec::new(),
     };
     let mut weaker = Vec::new();
 
     // Scratch: an empty directory the creator (host ids) can enter; the
     // sandbox mounts its tmpfs there in its own mount namespace.
-    let scratch = &spec.scratch;
-    match std::fs::create_dir(scratch) {
-        Ok(()) => guard.scratch_created = Some(scratch.clone()),
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-            if std::fs::read_dir(scratch)
-                .map_err(|e| format!("cannot read scratch {}: {e}", scratch.display()))?
-                .next()
-                .is_some()
-            {
-                return Err(format!(
-                    "scratch directory {} is not empty",
-                    scratch.display()
-                ));
-            }
-        }
-        Err(e) => return Err(format!("cannot create scratch {}: {e}", scratch.display())),
-    }
-    if root_mode {
-        nix::unistd::chown(scratch, Some(host_ids.0.into()), Some(host_ids.1.into()))
-            .map_err(|e| format!("cannot chown scratch {}: {e}", scratch.display()))?;
-    }
+    claim_dir(mount_point, host_ids, &mut guard)?;
     check_dir(&spec.rootfs, "rootfs")?;
-    let empty_lower;
-    let lower: &Path = match &spec.input {
-        Some(p) => {
-            check_dir(p, "input")?;
-            p
-        }
-        None => {
-            // An empty lower layer, outside scratch (scratch is covered by
-            // its tmpfs inside the sandbox).
-            empty_lower = empty_dir()?;
-            &empty_lower
-        }
-    };
-
-    // Policy compiled before any fork (once per profile in the supervisor).
-    let seccomp = prepared.seccomp.clone();
-    let seccomp_rules = seccomp.as_ref().map_or(0, |s| s.rules);
 
     // Limits: a cgroup of our own, or (when the profile allows it) rlimits.
     let cg_limits = CgroupLimits {
@@ -277,19 +330,10 @@ fn run_inner(
     if enforcement == "rlimit" && limits.cpu_millis.is_some() {
         weaker.push("cpu quota not enforced without a cgroup".into());
     }
-    let rlimits = Rlimits {
-        fsize: limits.fsize_bytes,
-        nofile: limits.nofile,
-        nproc: (enforcement == "rlimit").then_some(limits.pids).flatten(),
-        address_space: (enforcement == "rlimit")
-            .then_some(limits.memory_bytes)
-            .flatten(),
-    };
 
     let mount_plan = mounts::plan(&PlanInput {
         rootfs: &spec.rootfs,
-        lower,
-        scratch,
+        scratch: mount_point,
         tmp_bytes: limits.tmp_bytes,
         scratch_bytes: limits.scratch_bytes,
         passwd: passwd(profile),
@@ -301,7 +345,7 @@ fn run_inner(
         hosts: b"127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n".to_vec(),
     })
     .map_err(|e| e.to_string())?;
-    let layout = mounts::ScratchLayout::new(scratch);
+    let layout = mounts::ScratchLayout::new(mount_point);
 
     let mut host_ns = Vec::new();
     for ns in NAMESPACES {
@@ -309,51 +353,34 @@ fn run_inner(
             .map_err(|e| format!("cannot read /proc/self/ns/{ns}: {e}"))?;
         host_ns.push((ns.to_string(), std::os::unix::fs::MetadataExt::ino(&m)));
     }
-    let env = environment(spec);
-    let path = env
-        .iter()
-        .find(|(k, _)| k == "PATH")
-        .map(|(_, v)| v.clone())
-        .unwrap_or_default();
-    let cwd = if spec.cwd.is_empty() {
-        "/work".to_owned()
-    } else {
-        format!("/work/{}", spec.cwd)
-    };
     let plan = ChildPlan {
         drop_to: root_mode.then_some(host_ids),
         host_ids,
         ids,
         hostname: profile.environment.hostname.clone(),
         mounts: mount_plan,
-        scratch: scratch.clone(),
+        scratch: mount_point.to_path_buf(),
         new_root: layout.root.clone(),
         upper: layout.upper.clone(),
         host_ns,
-        argv: cstrings(spec.argv.iter().map(|s| s.as_bytes().to_vec()))?,
-        envp: cstrings(env.iter().map(|(k, v)| format!("{k}={v}").into_bytes()))?,
-        path,
-        cwd: CString::new(cwd).map_err(|_| "cwd has a NUL byte")?,
         umask: profile.environment.umask,
-        rlimits,
         landlock: profile.landlock.enabled.then(|| profile.landlock.clone()),
-        seccomp,
+        seccomp: prepared.seccomp.clone(),
         last_cap: prepared.last_cap,
         variation: spec.variation.clone(),
-        stdout: open_stdio(&spec.stdout)?,
-        stderr: open_stdio(&spec.stderr)?,
     };
 
     let (from_helper_r, from_helper_w) = pipe()?;
     let (ctl_r, ctl_w) = pipe()?;
     let (exec_r, exec_w) = pipe()?;
+    let (action_w, action_r) = crate::handoff::pair()?;
     let pipes = ChildPipes {
         from_helper: from_helper_r,
         ctl: ctl_w,
         exec: exec_w,
+        action: action_r,
     };
     let forked_at = Instant::now();
-    status.timings.prepare_us = (forked_at - start).as_micros() as u64;
     // SAFETY: the helper is single-threaded, so the child may run arbitrary
     // code; it never returns (child::creator ends in _exit or execve).
     let creator = match unsafe { nix::unistd::fork() }.map_err(|e| format!("fork failed: {e}"))? {
@@ -378,22 +405,22 @@ fn run_inner(
 
     let mut ctl = BufReader::new(std::fs::File::from(ctl_r));
     let setup_deadline = Instant::now() + Duration::from_secs(60);
-    // The creator reports init's pid and exits; init reports its verified
-    // set-up. The two write to the same pipe, in either order.
+    // The creator reports init's pid and exits; init reports the part of
+    // the root that does not depend on the action. The two write to the
+    // same pipe, in either order.
     let mut init = None;
-    let mut ready = None;
-    let mut ready_at = forked_at;
-    while init.is_none() || ready.is_none() {
+    let mut warm = false;
+    let mut namespaces_us = 0;
+    while init.is_none() || !warm {
         let line = read_line(&mut ctl, setup_deadline)?;
         if let Some(pid) = line.as_deref().and_then(|l| l.strip_prefix("pid ")) {
             let pid = Pid::from_raw(pid.trim().parse().map_err(|_| format!("bad pid {pid:?}"))?);
             let _ = nix::sys::wait::waitpid(creator, None);
             guard.init = Some(pid);
-            status.timings.namespaces_us = forked_at.elapsed().as_micros() as u64;
+            namespaces_us = forked_at.elapsed().as_micros() as u64;
             init = Some(pid);
-        } else if let Some(r) = line.as_deref().and_then(|l| l.strip_prefix("ready ")) {
-            ready = Some(r.to_owned());
-            ready_at = Instant::now();
+        } else if line.as_deref() == Some("warm") {
+            warm = true;
         } else {
             if init.is_none() {
                 let _ = nix::sys::wait::waitpid(creator, None);
@@ -405,9 +432,178 @@ fn run_inner(
             });
         }
     }
-    let (Some(init), Some(ready)) = (init, ready) else {
-        unreachable!("the loop ends only when both are known");
+    let Some(init) = init else {
+        unreachable!("the loop ends only when init is known");
     };
+    Ok(Warm {
+        guard,
+        init,
+        ctl,
+        release: from_helper_w,
+        action: action_w,
+        exec_r,
+        enforcement,
+        weaker,
+        host_ids,
+        key: PoolKey::of(spec),
+        forked_at,
+        namespaces_us,
+        warm_us: forked_at.elapsed().as_micros() as u64,
+    })
+}
+
+/// Runs `spec` in a sandbox [`warm_up`] made ahead of the request (the
+/// supervisor's pool): `start` is when the request reached this process.
+/// A sandbox that failed to warm up, or was made for another key, is
+/// discarded and the spec runs cold, so the failure reported is the
+/// action's own.
+pub fn run_warm(
+    spec: &Spec,
+    prepared: &Prepared,
+    warm: Result<Warm, String>,
+    start: Instant,
+    report: impl FnOnce(&Status),
+) {
+    let mut status = Status {
+        version: crate::spec::SPEC_VERSION,
+        variation: spec.variation.clone(),
+        ..Default::default()
+    };
+    if let Err(e) = spec.validate() {
+        drop(warm);
+        return report(&Status::setup_failed(e.to_string()));
+    }
+    let warm = match warm {
+        Ok(w) if w.key == PoolKey::of(spec) => w,
+        other => {
+            drop(other);
+            return run_prepared(spec, Some(prepared), report);
+        }
+    };
+    match act(warm, spec, prepared, start, true, &mut status) {
+        Ok(guard) => {
+            report(&status);
+            drop(guard);
+        }
+        Err(e) => {
+            status.outcome = Outcome::SetupFailed;
+            status.error = Some(e);
+            report(&status);
+        }
+    }
+}
+
+fn run_inner(
+    spec: &Spec,
+    prepared: &Prepared,
+    start: Instant,
+    status: &mut Status,
+) -> Result<Guard, String> {
+    let warm = warm_up(spec, prepared, &spec.scratch)?;
+    act(warm, spec, prepared, start, false, status)
+}
+
+/// The action's part, the same for a cold and a pooled sandbox: the input,
+/// command and streams sent to the waiting init, which mounts `/work`,
+/// pivots and verifies; then the step, the deadline, outputs, usage.
+fn act(
+    warm: Warm,
+    spec: &Spec,
+    prepared: &Prepared,
+    start: Instant,
+    pooled: bool,
+    status: &mut Status,
+) -> Result<Guard, String> {
+    let Warm {
+        mut guard,
+        init,
+        mut ctl,
+        release,
+        action: action_w,
+        exec_r,
+        enforcement,
+        mut weaker,
+        host_ids,
+        key: _,
+        forked_at,
+        namespaces_us,
+        warm_us,
+    } = warm;
+    let mut release = Some(release);
+    let profile = &spec.profile;
+    let limits = spec.effective_limits();
+    if pooled {
+        // The sandbox's scratch tmpfs is on the pool's own mount point; the
+        // spec's scratch directory is still the action's, as the spec says.
+        claim_dir(&spec.scratch, host_ids, &mut guard)?;
+    }
+    let empty_lower;
+    let lower: &Path = match &spec.input {
+        Some(p) => {
+            check_dir(p, "input")?;
+            p
+        }
+        None => {
+            // An empty lower layer, outside scratch (scratch is covered by
+            // its tmpfs inside the sandbox).
+            empty_lower = empty_dir()?;
+            &empty_lower
+        }
+    };
+    let seccomp_rules = prepared.seccomp.as_ref().map_or(0, |s| s.rules);
+    let rlimits = Rlimits {
+        fsize: limits.fsize_bytes,
+        nofile: limits.nofile,
+        nproc: (enforcement == "rlimit").then_some(limits.pids).flatten(),
+        address_space: (enforcement == "rlimit")
+            .then_some(limits.memory_bytes)
+            .flatten(),
+    };
+    let env = environment(spec);
+    let path = env
+        .iter()
+        .find(|(k, _)| k == "PATH")
+        .map(|(_, v)| v.clone())
+        .unwrap_or_default();
+    let cwd = if spec.cwd.is_empty() {
+        "/work".to_owned()
+    } else {
+        format!("/work/{}", spec.cwd)
+    };
+    let action = ActionPlan {
+        lower: lower.to_path_buf(),
+        argv: cstrings(spec.argv.iter().map(|s| s.as_bytes().to_vec()))?,
+        envp: cstrings(env.iter().map(|(k, v)| format!("{k}={v}").into_bytes()))?,
+        path,
+        cwd: CString::new(cwd).map_err(|_| "cwd has a NUL byte")?,
+        rlimits,
+        stdout: open_stdio(&spec.stdout)?,
+        stderr: open_stdio(&spec.stderr)?,
+    };
+    let sent_at = Instant::now();
+    crate::handoff::send(action_w, &action)?;
+    drop(action);
+    status.timings.pooled = pooled;
+    if pooled {
+        status.timings.prepare_us = (sent_at - start).as_micros() as u64;
+        status.timings.warm_us = warm_us;
+    } else {
+        status.timings.prepare_us = forked_at.saturating_duration_since(start).as_micros() as u64;
+        status.timings.namespaces_us = namespaces_us;
+    }
+    let root_from = if pooled {
+        sent_at
+    } else {
+        forked_at + Duration::from_micros(namespaces_us)
+    };
+
+    let setup_deadline = Instant::now() + Duration::from_secs(60);
+    let ready = match read_line(&mut ctl, setup_deadline)? {
+        Some(l) if l.starts_with("ready ") => l[6..].to_owned(),
+        Some(l) => return Err(l.strip_prefix("fail ").unwrap_or(&l).to_owned()),
+        None => return Err("init died during set-up".into()),
+    };
+    let ready_at = Instant::now();
     let ready: serde_json::Value =
         serde_json::from_str(&ready).map_err(|e| format!("bad report from init: {e}"))?;
 
@@ -416,11 +612,7 @@ fn run_inner(
     let mut exec_file = std::fs::File::from(exec_r);
     read_to_end_by(&mut exec_file, &mut exec_report, setup_deadline)?;
     let exec_at = Instant::now();
-    let namespaces_done =
-        forked_at + std::time::Duration::from_micros(status.timings.namespaces_us);
-    status.timings.root_us = ready_at
-        .saturating_duration_since(namespaces_done)
-        .as_micros() as u64;
+    status.timings.root_us = ready_at.saturating_duration_since(root_from).as_micros() as u64;
     status.timings.confine_us = (exec_at - ready_at).as_micros() as u64;
     status.timings.setup_us = (exec_at - start).as_micros() as u64;
     let mut step_report = None;
@@ -484,10 +676,10 @@ fn run_inner(
 
     // Run, with the deadline.
     let deadline = exec_at + Duration::from_millis(limits.timeout_ms);
-    let mut wait_status = None;
+    let mut exit: Option<ExitReport> = None;
     let mut timed_out = false;
     match read_line(&mut ctl, deadline)? {
-        Some(l) if l.starts_with("exit ") => wait_status = l[5..].trim().parse::<i32>().ok(),
+        Some(l) if l.starts_with("exit ") => exit = ExitReport::parse(&l[5..]),
         Some(l) => return Err(format!("unexpected message from init: {l:?}")),
         None if Instant::now() >= deadline || cancelled() => {
             timed_out = !cancelled();
@@ -498,11 +690,12 @@ fn run_inner(
             if let Some(l) = read_line(&mut ctl, grace)?
                 && let Some(s) = l.strip_prefix("exit ")
             {
-                wait_status = s.trim().parse::<i32>().ok();
+                exit = ExitReport::parse(s);
             }
         }
         None => {}
     }
+    let wait_status = exit.map(|e| e.wait_status);
     let exited_at = Instant::now();
     status.timings.run_us = (exited_at - exec_at).as_micros() as u64;
 
@@ -512,22 +705,38 @@ fn run_inner(
     {
         collect_outputs(spec, init, &ready, dest, status);
     }
-    drop(from_helper_w); // releases init
     if !timed_out && wait_status.is_none() {
         // init vanished without reporting: killed from outside.
         status.error = Some("the sandbox's init died unexpectedly".into());
     }
-    let _ = nix::sys::signal::kill(init, nix::sys::signal::Signal::SIGKILL);
-    // SAFETY: an all-zero rusage is a valid out value.
-    let mut rusage: libc::rusage = unsafe { std::mem::zeroed() };
-    let mut raw = 0;
-    // SAFETY: wait4 on our own child with valid out pointers.
-    unsafe { libc::wait4(init.as_raw(), &mut raw, 0, &mut rusage) };
-    guard.init = None;
+    let (user_us, sys_us, maxrss_kb) = match exit {
+        // Every process but init is dead and reaped, and init said what
+        // they used: init itself is killed and reaped after the report (by
+        // the guard), so the status does not wait for the namespaces'
+        // teardown.
+        Some(e) => (e.user_us, e.sys_us, e.maxrss_kb),
+        None => {
+            drop(release.take());
+            let _ = nix::sys::signal::kill(init, nix::sys::signal::Signal::SIGKILL);
+            // SAFETY: an all-zero rusage is a valid out value.
+            let mut rusage: libc::rusage = unsafe { std::mem::zeroed() };
+            let mut raw = 0;
+            // SAFETY: wait4 on our own child with valid out pointers.
+            unsafe { libc::wait4(init.as_raw(), &mut raw, 0, &mut rusage) };
+            guard.init = None;
+            if let Some(cg) = &guard.cgroup {
+                let _ = cg.kill_all();
+            }
+            (
+                tv_us(rusage.ru_utime),
+                tv_us(rusage.ru_stime),
+                rusage.ru_maxrss as u64,
+            )
+        }
+    };
 
     let mut oom_kills = 0;
     if let Some(cg) = &guard.cgroup {
-        let _ = cg.kill_all();
         match cg.usage() {
             Ok(u) => {
                 status.usage.peak_memory_bytes = u.peak_memory_bytes;
@@ -537,12 +746,11 @@ fn run_inner(
             Err(e) => status.error = Some(format!("cannot read cgroup usage: {e}")),
         }
     }
-    // CPU time of every process of the sandbox: init reaped them all, and
-    // its rusage holds what they used.
-    status.usage.user_cpu_us = tv_us(rusage.ru_utime);
-    status.usage.sys_cpu_us = tv_us(rusage.ru_stime);
+    // CPU time of every process of the sandbox.
+    status.usage.user_cpu_us = user_us;
+    status.usage.sys_cpu_us = sys_us;
     if status.usage.peak_memory_source.is_empty() {
-        status.usage.peak_memory_bytes = rusage.ru_maxrss as u64 * 1024;
+        status.usage.peak_memory_bytes = maxrss_kb * 1024;
         status.usage.peak_memory_source = "rusage".into();
     }
 
@@ -574,7 +782,31 @@ fn run_inner(
         Outcome::Completed
     };
     status.timings.teardown_us = exited_at.elapsed().as_micros() as u64;
+    // Released (and killed) by the guard, after the report.
+    drop(release);
     Ok(guard)
+}
+
+/// Init's `exit` message: the step's wait status and what every process
+/// of the sandbox but init used.
+#[derive(Debug, Clone, Copy)]
+struct ExitReport {
+    wait_status: i32,
+    user_us: u64,
+    sys_us: u64,
+    maxrss_kb: u64,
+}
+
+impl ExitReport {
+    fn parse(s: &str) -> Option<Self> {
+        let mut f = s.split_whitespace();
+        Some(ExitReport {
+            wait_status: f.next()?.parse().ok()?,
+            user_us: f.next()?.parse().ok()?,
+            sys_us: f.next()?.parse().ok()?,
+            maxrss_kb: f.next()?.parse().ok()?,
+        })
+    }
 }
 
 fn collect_outputs(

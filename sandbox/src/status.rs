@@ -87,6 +87,16 @@ pub struct Timings {
     /// (init's report to the execve).
     #[serde(default)]
     pub confine_us: u64,
+    /// The sandbox came from the supervisor's pool: its namespaces, cgroup
+    /// and every mount but `/work` were made before the request
+    /// (`namespaces_us` is then 0, `root_us` is the action's part: `/work`,
+    /// `pivot_root` and the verifications, which run for every action).
+    #[serde(default)]
+    pub pooled: bool,
+    /// A pooled sandbox: how long making it ahead of the request took
+    /// (not part of `setup_us`).
+    #[serde(default)]
+    pub warm_us: u64,
 }
 
 /// Resource usage.

@@ -10,17 +10,38 @@
 //! The supervisor stays single-threaded: it polls standard input and one
 //! pipe per running action. End of input stops it after the running actions
 //! finish.
+//!
+//! # The pool
+//! A sandbox's start is mostly work that does not depend on the action:
+//! the namespaces, the id maps, the cgroup, the root filesystem but `/work`
+//! ([`crate::run::warm_up`]). When an action ends, the supervisor forks a
+//! runner that makes that part for the same [`PoolKey`] (profile, rootfs,
+//! cgroup limits, sizes, variation) and then waits for a spec. A request
+//! whose key matches an entry is handed to it (the spec's JSON through a
+//! pipe); the runner then does only the action's part
+//! ([`crate::run::run_warm`]: `/work` over the input, `pivot_root`, every
+//! verification, the step), the same code a cold sandbox runs after its own
+//! warm-up. An entry serves one action and is gone; at most
+//! [`POOL_CAPACITY`] keys (`--pool N`) have an entry, the least recently used is
+//! discarded first; end of input discards them all (each runner tears its
+//! sandbox down and removes its mount point), and a killed supervisor's
+//! runners get SIGTERM from the kernel and do the same.
 
 use std::collections::HashMap;
 use std::io::{BufRead, Write};
-use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
+use std::path::PathBuf;
 
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use nix::unistd::Pid;
 use serde::{Deserialize, Serialize};
 
+use crate::run::{PoolKey, Prepared};
 use crate::spec::Spec;
 use crate::status::Status;
+
+/// Distinct keys that keep a pre-made sandbox, by default.
+pub const POOL_CAPACITY: usize = 2;
 
 /// A request line.
 #[derive(Debug, Deserialize)]
@@ -44,10 +65,82 @@ struct Running {
     pid: Pid,
     pipe: OwnedFd,
     buf: Vec<u8>,
+    /// The spec and its `prepared` index, to refill the pool when it ends.
+    spec: Box<Spec>,
+    prepared: usize,
 }
 
-/// Serves requests from `input` until it closes and every action is done.
-pub fn serve(input: std::fs::File, mut output: impl Write) -> std::io::Result<()> {
+/// A runner that made a sandbox ahead of the request and waits for a spec.
+struct PoolEntry {
+    key: PoolKey,
+    pid: Pid,
+    /// Supervisor → runner: one spec's JSON, then EOF. Closing it without
+    /// a spec discards the entry.
+    spec_w: OwnedFd,
+    /// Runner → supervisor: the status.
+    status_r: OwnedFd,
+}
+
+/// The supervisor's state besides the running actions.
+struct State {
+    prepared: Vec<(crate::profile::Profile, Prepared)>,
+    pool: Vec<PoolEntry>,
+    /// Runners whose report is in (or that were discarded), reaped without
+    /// waiting.
+    finishing: Vec<Pid>,
+    made: u64,
+    capacity: usize,
+}
+
+impl State {
+    /// Discards a pool entry: its runner sees EOF and tears down.
+    fn discard(&mut self, entry: PoolEntry) {
+        self.finishing.push(entry.pid);
+    }
+
+    /// After an action for `spec` ended: make the next sandbox for its key
+    /// unless one waits already.
+    fn refill(&mut self, spec: &Spec, prepared: usize) {
+        if self.capacity == 0 {
+            return;
+        }
+        let key = PoolKey::of(spec);
+        if let Some(i) = self.pool.iter().position(|e| e.key == key) {
+            // Most recently used last.
+            let e = self.pool.remove(i);
+            self.pool.push(e);
+            return;
+        }
+        self.made += 1;
+        let mount_point = std::env::temp_dir().join(format!(
+            "hermetic-pool-{}-{}",
+            std::process::id(),
+            self.made
+        ));
+        match start_warm(spec, &self.prepared[prepared].1, mount_point) {
+            Ok(e) => self.pool.push(e),
+            Err(e) => eprintln!("hermetic-sandbox supervisor: warning: cannot fill the pool: {e}"),
+        }
+        while self.pool.len() > self.capacity {
+            let e = self.pool.remove(0);
+            self.discard(e);
+        }
+    }
+}
+
+/// Serves requests from `input` until it closes and every action is done,
+/// with a pool of [`POOL_CAPACITY`] keys.
+pub fn serve(input: std::fs::File, output: impl Write) -> std::io::Result<()> {
+    serve_with_pool(input, output, POOL_CAPACITY)
+}
+
+/// [`serve`] with a pool of `capacity` keys (0: no pool, every sandbox is
+/// made at its request).
+pub fn serve_with_pool(
+    input: std::fs::File,
+    mut output: impl Write,
+    capacity: usize,
+) -> std::io::Result<()> {
     crate::run::install_cancel_handler();
     if nix::unistd::geteuid().is_root() {
         // Moving each action's process into its cgroup otherwise waits for
@@ -63,10 +156,15 @@ pub fn serve(input: std::fs::File, mut output: impl Write) -> std::io::Result<()
     let mut lines = std::io::BufReader::new(input);
     let mut running: HashMap<u64, Running> = HashMap::new();
     let mut open = true;
-    let mut finishing: Vec<Pid> = Vec::new();
-    let mut prepared = Vec::new();
+    let mut state = State {
+        prepared: Vec::new(),
+        pool: Vec::new(),
+        finishing: Vec::new(),
+        made: 0,
+        capacity,
+    };
     while open || !running.is_empty() {
-        finishing.retain(|&pid| {
+        state.finishing.retain(|&pid| {
             let flags = Some(nix::sys::wait::WaitPidFlag::WNOHANG);
             matches!(
                 nix::sys::wait::waitpid(pid, flags),
@@ -106,11 +204,14 @@ pub fn serve(input: std::fs::File, mut output: impl Write) -> std::io::Result<()
                     let r = running.remove(id).expect("listed");
                     // The runner still removes the action's cgroup and
                     // scratch: it is reaped later, without waiting here.
-                    finishing.push(r.pid);
+                    state.finishing.push(r.pid);
                     let status = serde_json::from_slice::<Status>(&r.buf).unwrap_or_else(|e| {
                         Status::setup_failed(format!("the action's runner died: {e}"))
                     });
                     respond(&mut output, *id, &status)?;
+                    if open {
+                        state.refill(&r.spec, r.prepared);
+                    }
                 }
                 Ok(n) => r.buf.extend_from_slice(&chunk[..n]),
             }
@@ -124,14 +225,18 @@ pub fn serve(input: std::fs::File, mut output: impl Write) -> std::io::Result<()
                     open = false;
                     break;
                 }
-                handle_line(&line, &mut running, &mut prepared, &mut output)?;
+                handle_line(&line, &mut running, &mut state, &mut output)?;
                 if !lines.buffer().contains(&b'\n') {
                     break;
                 }
             }
         }
     }
-    for pid in finishing {
+    // Nothing more will come: every pooled sandbox is torn down.
+    for e in std::mem::take(&mut state.pool) {
+        state.discard(e);
+    }
+    for pid in state.finishing {
         let _ = nix::sys::wait::waitpid(pid, None);
     }
     Ok(())
@@ -140,7 +245,7 @@ pub fn serve(input: std::fs::File, mut output: impl Write) -> std::io::Result<()
 fn handle_line(
     line: &str,
     running: &mut HashMap<u64, Running>,
-    prepared: &mut Vec<(crate::profile::Profile, crate::run::Prepared)>,
+    state: &mut State,
     output: &mut impl Write,
 ) -> std::io::Result<()> {
     if line.trim().is_empty() {
@@ -166,32 +271,82 @@ fn handle_line(
         let msg = format!("id {} is already running", req.id);
         return respond(output, req.id, &Status::setup_failed(msg));
     }
-    let spec = req
-        .spec
-        .ok_or_else(|| "request has neither spec nor cancel".to_owned())
-        .and_then(|raw| Spec::from_json(raw.get().as_bytes()).map_err(|e| e.to_string()));
-    let spec = spec.and_then(|spec| {
-        // Each profile's policy is compiled once, here; runners inherit it.
-        // Profiles are few and compared whole (cheaper than digesting).
-        let i = match prepared.iter().position(|(p, _)| *p == spec.profile) {
-            Some(i) => i,
-            None => {
-                prepared.push((
-                    spec.profile.clone(),
-                    crate::run::Prepared::new(&spec.profile)?,
-                ));
-                prepared.len() - 1
+    let Some(raw) = req.spec else {
+        let msg = "request has neither spec nor cancel".to_owned();
+        return respond(output, req.id, &Status::setup_failed(msg));
+    };
+    let prepared = &mut state.prepared;
+    let spec = Spec::from_json(raw.get().as_bytes())
+        .map_err(|e| e.to_string())
+        .and_then(|spec| {
+            // Each profile's policy is compiled once, here; runners inherit
+            // it. Profiles are few and compared whole (cheaper than
+            // digesting).
+            let i = match prepared.iter().position(|(p, _)| *p == spec.profile) {
+                Some(i) => i,
+                None => {
+                    prepared.push((spec.profile.clone(), Prepared::new(&spec.profile)?));
+                    prepared.len() - 1
+                }
+            };
+            Ok((spec, i))
+        });
+    let (spec, i) = match spec {
+        Ok(s) => s,
+        Err(e) => return respond(output, req.id, &Status::setup_failed(e)),
+    };
+    let key = PoolKey::of(&spec);
+    let pooled = match state.pool.iter().position(|e| e.key == key) {
+        Some(pos) => {
+            let entry = state.pool.remove(pos);
+            match hand_over(&entry, raw.get().as_bytes()) {
+                Ok(()) => Some((entry.pid, entry.status_r)),
+                Err(e) => {
+                    eprintln!(
+                        "hermetic-sandbox supervisor: warning: a pooled sandbox refused its action ({e}); running it cold"
+                    );
+                    state.discard(entry);
+                    None
+                }
             }
-        };
-        Ok((spec, i))
-    });
-    match spec.and_then(|(spec, i)| start(&spec, &prepared[i].1)) {
-        Ok(r) => {
-            running.insert(req.id, r);
+        }
+        None => None,
+    };
+    let started = match pooled {
+        Some((pid, pipe)) => Ok((pid, pipe)),
+        None => start(&spec, &state.prepared[i].1),
+    };
+    match started {
+        Ok((pid, pipe)) => {
+            running.insert(
+                req.id,
+                Running {
+                    pid,
+                    pipe,
+                    buf: Vec::new(),
+                    spec: Box::new(spec),
+                    prepared: i,
+                },
+            );
             Ok(())
         }
         Err(e) => respond(output, req.id, &Status::setup_failed(e)),
     }
+}
+
+/// Writes a spec to a pooled runner without blocking (its pipe is large
+/// enough for any spec it accepts) and closes the pipe.
+fn hand_over(entry: &PoolEntry, spec: &[u8]) -> Result<(), String> {
+    let mut sent = 0;
+    while sent < spec.len() {
+        match nix::unistd::write(&entry.spec_w, &spec[sent..]) {
+            Ok(n) => sent += n,
+            Err(nix::Error::EINTR) => {}
+            Err(nix::Error::EAGAIN) => return Err("the spec is larger than its pipe".into()),
+            Err(e) => return Err(format!("write failed: {e}")),
+        }
+    }
+    Ok(())
 }
 
 fn respond(out: &mut impl Write, id: u64, status: &Status) -> std::io::Result<()> {
@@ -225,8 +380,28 @@ fn detach_runner(supervisor: nix::unistd::Pid) {
     }
 }
 
-/// Forks a runner for one spec; its status comes back through a pipe.
-fn start(spec: &Spec, prepared: &crate::run::Prepared) -> Result<Running, String> {
+/// In a new runner: closes every fd above 2 but `keep`, so that a runner
+/// holds no other runner's pipes (a pooled runner waits for the end of its
+/// spec pipe, which a copy of the write end elsewhere would hold off).
+fn close_inherited(keep: &[RawFd]) {
+    let mut keep = keep.to_vec();
+    keep.sort_unstable();
+    let mut from: u32 = 3;
+    for fd in keep {
+        let fd = fd as u32;
+        if fd > from {
+            // SAFETY: closes fds of this single-threaded process that
+            // nothing in it uses any more (the supervisor's, inherited).
+            unsafe { libc::syscall(libc::SYS_close_range, from, fd - 1, 0u32) };
+        }
+        from = from.max(fd + 1);
+    }
+    // SAFETY: as above.
+    unsafe { libc::syscall(libc::SYS_close_range, from, u32::MAX, 0u32) };
+}
+
+/// Forks a runner for one spec, cold; its status comes back through a pipe.
+fn start(spec: &Spec, prepared: &Prepared) -> Result<(Pid, OwnedFd), String> {
     let (r, w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
         .map_err(|e| format!("pipe failed: {e}"))?;
     let supervisor = nix::unistd::getpid();
@@ -235,6 +410,7 @@ fn start(spec: &Spec, prepared: &crate::run::Prepared) -> Result<Running, String
     match unsafe { nix::unistd::fork() }.map_err(|e| format!("fork failed: {e}"))? {
         nix::unistd::ForkResult::Child => {
             drop(r);
+            close_inherited(&[w.as_raw_fd()]);
             detach_runner(supervisor);
             // Report first (closing the pipe ends the message), clean up after.
             let mut w = Some(w);
@@ -249,11 +425,91 @@ fn start(spec: &Spec, prepared: &crate::run::Prepared) -> Result<Running, String
         }
         nix::unistd::ForkResult::Parent { child } => {
             drop(w);
-            Ok(Running {
-                pid: child,
-                pipe: r,
-                buf: Vec::new(),
-            })
+            Ok((child, r))
+        }
+    }
+}
+
+/// Forks a runner that makes a sandbox for `spec`'s key on `mount_point`
+/// and waits for the spec it will run.
+fn start_warm(spec: &Spec, prepared: &Prepared, mount_point: PathBuf) -> Result<PoolEntry, String> {
+    let pipe = || {
+        nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| format!("pipe failed: {e}"))
+    };
+    let (status_r, status_w) = pipe()?;
+    let (spec_r, spec_w) = pipe()?;
+    // Room for a large spec, so that handing it over never blocks the
+    // supervisor (best effort: a spec that does not fit runs cold).
+    let _ = nix::fcntl::fcntl(&spec_w, nix::fcntl::FcntlArg::F_SETPIPE_SZ(1 << 20));
+    let _ = nix::fcntl::fcntl(
+        &spec_w,
+        nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::O_NONBLOCK),
+    );
+    let supervisor = nix::unistd::getpid();
+    // SAFETY: the supervisor is single-threaded; the child ends in _exit.
+    match unsafe { nix::unistd::fork() }.map_err(|e| format!("fork failed: {e}"))? {
+        nix::unistd::ForkResult::Child => {
+            drop(status_r);
+            drop(spec_w);
+            close_inherited(&[status_w.as_raw_fd(), spec_r.as_raw_fd()]);
+            detach_runner(supervisor);
+            let warm = crate::run::warm_up(spec, prepared, &mount_point);
+            // Report first (closing the pipe ends the message), clean up after.
+            let report = move |status: &Status| {
+                let bytes = serde_json::to_vec(status).unwrap_or_default();
+                let _ = std::fs::File::from(status_w).write_all(&bytes);
+            };
+            match wait_for_spec(&spec_r, supervisor) {
+                Some((bytes, start)) => match Spec::from_json(&bytes) {
+                    Ok(spec) => crate::run::run_warm(&spec, prepared, warm, start, report),
+                    Err(e) => {
+                        drop(warm);
+                        report(&Status::setup_failed(e.to_string()));
+                    }
+                },
+                // Discarded (or the supervisor is gone): tear down.
+                None => drop(warm),
+            }
+            // SAFETY: _exit skips the parent's buffered stdout on purpose.
+            unsafe { libc::_exit(0) }
+        }
+        nix::unistd::ForkResult::Parent { child } => Ok(PoolEntry {
+            key: PoolKey::of(spec),
+            pid: child,
+            spec_w,
+            status_r,
+        }),
+    }
+}
+
+/// In a pooled runner: the spec's bytes, up to EOF, and when the first of
+/// them came; `None` when the pipe closes empty (discarded), on SIGTERM or
+/// when the supervisor is gone.
+fn wait_for_spec(r: &OwnedFd, supervisor: Pid) -> Option<(Vec<u8>, std::time::Instant)> {
+    let mut bytes = Vec::new();
+    let mut start = None;
+    let mut chunk = [0u8; 65536];
+    loop {
+        if crate::run::cancelled() || nix::unistd::getppid() != supervisor {
+            return None;
+        }
+        let mut fds = [PollFd::new(r.as_fd(), PollFlags::POLLIN)];
+        // A bounded wait, so that a SIGTERM landing between the check above
+        // and the poll is seen within a second.
+        match poll(&mut fds, PollTimeout::from(1000u16)) {
+            Ok(0) | Err(nix::Error::EINTR) => continue,
+            Ok(_) => {}
+            Err(_) => return None,
+        }
+        match nix::unistd::read(r, &mut chunk) {
+            Ok(0) if bytes.is_empty() => return None,
+            Ok(0) => return Some((bytes, start.unwrap_or_else(std::time::Instant::now))),
+            Ok(n) => {
+                start.get_or_insert_with(std::time::Instant::now);
+                bytes.extend_from_slice(&chunk[..n]);
+            }
+            Err(nix::Error::EINTR) => {}
+            Err(_) => return None,
         }
     }
 }

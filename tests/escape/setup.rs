@@ -203,7 +203,11 @@ fn build_rootfs(script: &Path, probe: &Path, cache: &Path) -> PathBuf {
         "rootfs-{}",
         hash_of(&[&script_text, &probe_bytes, stamp.as_bytes()])
     ));
-    if out.join("usr/local/bin/print-euid").is_file() {
+    // A cached image counts only with its setuid bit (a copy of the cache
+    // that did not keep it would make the setuid check fail for nothing).
+    if fs::metadata(out.join("usr/local/bin/print-euid"))
+        .is_ok_and(|m| m.is_file() && m.mode() & 0o7777 == 0o4755)
+    {
         return out;
     }
     // Old images of earlier sources go.

@@ -7,6 +7,10 @@
 //!
 //! Needs root (the strict profile's cgroup limits); prints a SKIP line
 //! otherwise, and fails instead when CI=true.
+//!
+//! The pool of pre-made sandboxes has its own tests in `pool.rs`.
+
+mod pool;
 
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};

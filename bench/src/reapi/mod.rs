@@ -153,7 +153,8 @@ fn ms(d: Duration) -> f64 {
 async fn noop(inputs: &Inputs, plan: Plan, channel: &Channel, r: &mut Results) -> Result<()> {
     let scratch = inputs.work.join("scratch");
     std::fs::create_dir_all(&scratch)?;
-    let mut helper = crate::helper::Supervisor::start(&inputs.sandbox, &inputs.rootfs, &scratch)?;
+    let mut helper =
+        crate::helper::Supervisor::start(&inputs.sandbox, &inputs.rootfs, &scratch, true)?;
     let empty_dir = upload(channel, &[Directory::default().encode_to_vec()]).await?[0];
     let true_cmd = command(&["/bin/true"], &[]);
     let mut exec = ExecutionClient::new(channel.clone());
