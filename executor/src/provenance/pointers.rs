@@ -2,9 +2,12 @@
 //! ignore:
 //!
 //! - the ActionResult's `execution_metadata.auxiliary_metadata` holds a
-//!   `hermetic.v1.ProvenanceRef` (type URL [`REF_TYPE_URL`]); the action
-//!   cache stores it with the result, so a cache hit names the original
-//!   attestation;
+//!   `hermetic.v1.ProvenanceRef`, wrapped in a well-known
+//!   `google.protobuf.StringValue` ([`REF_TYPE_URL`]) as [`REF_PREFIX`] and
+//!   the hex of its encoding: clients that decode every `Any` (BuildGrid's
+//!   `bgd` turns results into JSON and fails on a type it has no
+//!   descriptor for) can, and others ignore it. The action cache stores it
+//!   with the result, so a cache hit names the original attestation;
 //! - `ExecuteResponse.server_logs` names the documents as CAS blobs:
 //!   [`PROVENANCE_LOG`], [`SBOM_CDX_LOG`], [`SBOM_SPDX_LOG`], [`KEYRING_LOG`].
 
@@ -17,8 +20,12 @@ use prost::Message;
 
 use crate::digest::BlobKey;
 
-/// The `type_url` of the ref in `auxiliary_metadata`.
-pub const REF_TYPE_URL: &str = "type.googleapis.com/hermetic.v1.ProvenanceRef";
+/// The `type_url` of the ref in `auxiliary_metadata`: a well-known type
+/// every protobuf runtime knows.
+pub const REF_TYPE_URL: &str = "type.googleapis.com/google.protobuf.StringValue";
+/// What the string value starts with; the hex encoding of the
+/// `hermetic.v1.ProvenanceRef` follows.
+pub const REF_PREFIX: &str = "hermetic.v1.ProvenanceRef:";
 /// `server_logs` key of the provenance bundle.
 pub const PROVENANCE_LOG: &str = "provenance";
 /// `server_logs` key of the CycloneDX SBOM.
@@ -48,16 +55,44 @@ pub fn record_in_result(result: &mut ActionResult, r: &ProvenanceRef) {
     let metadata = result
         .execution_metadata
         .get_or_insert_with(Default::default);
+    let text: String = REF_PREFIX
+        .chars()
+        .chain(r.encode_to_vec().iter().flat_map(|b| {
+            let hex = b"0123456789abcdef";
+            [
+                hex[usize::from(b >> 4)] as char,
+                hex[usize::from(b & 15)] as char,
+            ]
+        }))
+        .collect();
     metadata.auxiliary_metadata.push(Any {
         type_url: REF_TYPE_URL.into(),
-        value: r.encode_to_vec(),
+        // prost encodes a `String` as `google.protobuf.StringValue`.
+        value: text.encode_to_vec(),
     });
+}
+
+/// The ref in one `auxiliary_metadata` entry, if it is one.
+fn decode_ref(a: &Any) -> Option<ProvenanceRef> {
+    if a.type_url != REF_TYPE_URL {
+        return None;
+    }
+    let text = String::decode(a.value.as_slice()).ok()?;
+    let hex = text.strip_prefix(REF_PREFIX)?.as_bytes();
+    if hex.len() % 2 != 0 {
+        return None;
+    }
+    let bytes = hex
+        .chunks(2)
+        .map(|p| u8::from_str_radix(std::str::from_utf8(p).ok()?, 16).ok())
+        .collect::<Option<Vec<u8>>>()?;
+    ProvenanceRef::decode(bytes.as_slice()).ok()
 }
 
 /// Replaces the ref in `result` (or adds it).
 pub fn replace_in_result(result: &mut ActionResult, r: &ProvenanceRef) {
     if let Some(m) = result.execution_metadata.as_mut() {
-        m.auxiliary_metadata.retain(|a| a.type_url != REF_TYPE_URL);
+        m.auxiliary_metadata.retain(|a| decode_ref(a).is_none());
     }
     record_in_result(result, r);
 }
@@ -69,8 +104,7 @@ pub fn from_result(result: &ActionResult) -> Option<ProvenanceRef> {
         .as_ref()?
         .auxiliary_metadata
         .iter()
-        .find(|a| a.type_url == REF_TYPE_URL)
-        .and_then(|a| ProvenanceRef::decode(a.value.as_slice()).ok())
+        .find_map(decode_ref)
 }
 
 /// The `server_logs` entries naming `r`'s documents.
@@ -128,6 +162,14 @@ mod tests {
             .unwrap()
             .auxiliary_metadata;
         assert_eq!(aux.len(), 1);
+        // A plain StringValue any client can decode, and nothing else.
+        let text = String::decode(aux[0].value.as_slice()).unwrap();
+        assert!(text.starts_with(REF_PREFIX), "{text}");
+        let other = Any {
+            type_url: REF_TYPE_URL.into(),
+            value: "something else".to_owned().encode_to_vec(),
+        };
+        assert_eq!(decode_ref(&other), None);
         // Only the documents present are named; the keyring is absent here.
         let logs = server_logs(&r(7));
         let mut names: Vec<&str> = logs.keys().map(String::as_str).collect();
