@@ -13,6 +13,7 @@
 //! - [`service`]: the gRPC services, thin wrappers over the above.
 //! - [`server`]: start-up and [`server::serve`].
 //! - [`local`]: daemonless execution on a private state directory.
+//! - [`systemd`]: readiness notification and socket activation.
 //!
 //! # Clients on the Unix socket
 //! gRPC clients connecting over the Unix socket must send the authority
@@ -28,5 +29,6 @@ pub mod exec;
 pub mod local;
 pub mod server;
 pub mod service;
+pub mod systemd;
 
 pub use server::{Daemon, Listener, serve};

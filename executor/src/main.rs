@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use anyhow::Context as _;
 use clap::Parser;
 use hermeticd::config::Config;
-use hermeticd::{Daemon, Listener};
+use hermeticd::{Daemon, Listener, systemd};
 
 /// Command-line flags; each overrides the configuration file.
 #[derive(Debug, Parser)]
@@ -77,14 +77,41 @@ async fn main() -> anyhow::Result<()> {
     let config = load_config(&args)?;
     let addrs = config.listen_addrs()?;
     let daemon = Daemon::open(config).context("cannot start")?;
+    // Sockets passed by systemd (hermeticd.socket) replace binding the
+    // same configured address; any other passed socket is served as well.
+    let activated = systemd::take_activated().context("socket activation")?;
     let mut listeners = Vec::new();
     for a in &addrs {
+        if activated.iter().any(|s| &s.addr == a) {
+            continue;
+        }
         listeners.push(
             Listener::bind(a)
                 .await
                 .with_context(|| format!("cannot listen on {a}"))?,
         );
     }
-    hermeticd::serve(&daemon, listeners, terminated()).await?;
+    for s in activated {
+        tracing::info!(name = %s.name, address = %s.addr, "socket activation: serving a passed socket");
+        listeners.push(s.listener);
+    }
+    let notifier = systemd::Notifier::from_env().context("NOTIFY_SOCKET")?;
+    if let Some(n) = &notifier {
+        let addresses: Vec<String> = listeners.iter().map(Listener::describe).collect();
+        n.notify(&format!(
+            "READY=1\nSTATUS=serving on {}",
+            addresses.join(", ")
+        ))
+        .context("cannot notify readiness")?;
+    }
+    let shutdown = async {
+        terminated().await;
+        if let Some(n) = &notifier
+            && let Err(e) = n.notify("STOPPING=1\nSTATUS=draining actions")
+        {
+            tracing::warn!(cause = %e, "cannot notify stopping");
+        }
+    };
+    hermeticd::serve(&daemon, listeners, shutdown).await?;
     Ok(())
 }

@@ -86,15 +86,7 @@ impl TestServer {
 
     /// A channel over the Unix socket (authority `localhost`).
     pub async fn unix_channel(&self) -> Channel {
-        let path = self.socket.clone();
-        Endpoint::try_from("http://localhost")
-            .unwrap()
-            .connect_with_connector(tower::service_fn(move |_: Uri| {
-                let path = path.clone();
-                async move { Ok::<_, std::io::Error>(TokioIo::new(UnixStream::connect(path).await?)) }
-            }))
-            .await
-            .unwrap()
+        unix_channel_at(&self.socket).await
     }
 
     /// Stops the server gracefully and returns its directory.
@@ -103,6 +95,19 @@ impl TestServer {
         self.handle.take().unwrap().await.unwrap();
         self.dir
     }
+}
+
+/// A channel over the Unix socket at `path` (authority `localhost`).
+pub async fn unix_channel_at(path: &Path) -> Channel {
+    let path = path.to_owned();
+    Endpoint::try_from("http://localhost")
+        .unwrap()
+        .connect_with_connector(tower::service_fn(move |_: Uri| {
+            let path = path.clone();
+            async move { Ok::<_, std::io::Error>(TokioIo::new(UnixStream::connect(path).await?)) }
+        }))
+        .await
+        .unwrap()
 }
 
 /// Uploads blobs with BatchUpdateBlobs, asserting success; returns keys.
