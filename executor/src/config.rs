@@ -99,6 +99,9 @@ pub struct Config {
     pub cas: CasConfig,
     /// Action cache.
     pub action_cache: ActionCacheConfig,
+    /// Authentication and roles (see `auth`). Default: root and the
+    /// daemon's own user hold every role; nobody else holds any.
+    pub auth: crate::auth::AuthConfig,
 }
 
 /// How the daemon drives the sandbox helper.
@@ -241,7 +244,14 @@ impl Config {
             }
         }
         for uri in &self.listen {
-            ListenAddr::parse(uri)?;
+            if let ListenAddr::Tcp(a) = ListenAddr::parse(uri)?
+                && !a.ip().is_loopback()
+                && self.auth.tls.is_none()
+            {
+                return Err(ConfigError::Invalid(format!(
+                    "listen {uri:?}: TCP beyond loopback needs mutual TLS ([auth.tls])"
+                )));
+            }
         }
         if let Some(image) = &self.default_image
             && !self.images.contains_key(image)

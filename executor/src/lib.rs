@@ -3,6 +3,7 @@
 //!
 //! # Layout
 //! - [`config`]: the TOML configuration.
+//! - [`auth`]: principals (SO_PEERCRED, mTLS), roles, the per-method check.
 //! - [`digest`]: SHA-256 and BLAKE3 digests, [`digest::BlobKey`].
 //! - [`error`]: the request-path error and its mapping to gRPC statuses.
 //! - [`cas`]: the on-disk content-addressed store, its LRU index, Directory
@@ -21,6 +22,7 @@
 //! socket path is not a valid HTTP/2 authority.
 
 pub mod action_cache;
+pub mod auth;
 pub mod cas;
 pub mod config;
 pub mod digest;

@@ -19,12 +19,13 @@ use bazel_remote_apis::google::longrunning::operations_server::OperationsServer;
 use hermetic_sandbox::profile::Profile;
 use tokio::net::{TcpListener, UnixListener};
 use tokio::sync::watch;
-use tokio_stream::wrappers::{TcpListenerStream, UnixListenerStream};
 use tonic::service::Routes;
 use tonic_health::ServingStatus;
 use tracing::{info, warn};
 
 use crate::action_cache::ActionCache;
+use crate::auth::layer::AuthLayer;
+use crate::auth::peer;
 use crate::cas::Store;
 use crate::config::{Config, ListenAddr};
 use crate::error::{Error, Result};
@@ -56,6 +57,10 @@ const SERVICE_NAMES: [&str; 6] = [
 pub struct Daemon {
     /// Shared state.
     pub ctx: Arc<Context>,
+    /// Who may call what.
+    pub auth: Arc<crate::auth::Policy>,
+    /// Mutual TLS for TCP listeners, when configured.
+    pub tls: Option<tonic::transport::ServerTlsConfig>,
 }
 
 /// The machine's host name, for `ExecutedActionMetadata.worker`.
@@ -129,7 +134,15 @@ impl Daemon {
         };
         let engine = Arc::new(Engine::new(settings, store.clone(), action_cache.clone()));
         let instances: HashSet<String> = config.instance_names().into_iter().collect();
+        let invalid = |e: crate::config::ConfigError| Error::FailedPrecondition(e.to_string());
+        let auth = Arc::new(crate::auth::Policy::new(&config.auth.roles).map_err(invalid)?);
+        let tls = match &config.auth.tls {
+            Some(t) => Some(crate::auth::tls::server_config(t).map_err(invalid)?),
+            None => None,
+        };
         Ok(Daemon {
+            auth,
+            tls,
             ctx: Arc::new(Context {
                 config,
                 instances,
@@ -252,18 +265,27 @@ pub async fn serve(
         };
         // Windows well above one 1 MiB ByteStream message, so that uploads
         // stream instead of waiting for a window update per message.
-        let router = tonic::transport::Server::builder()
+        let mut builder = tonic::transport::Server::builder()
             .initial_stream_window_size(16 << 20)
-            .initial_connection_window_size(32 << 20)
+            .initial_connection_window_size(32 << 20);
+        let tls = matches!(listener, Listener::Tcp(_)) && daemon.tls.is_some();
+        if tls && let Some(config) = daemon.tls.clone() {
+            builder = builder
+                .tls_config(config)
+                .map_err(|e| Error::FailedPrecondition(format!("TLS configuration: {e}")))?;
+        }
+        let router = builder
+            .layer(AuthLayer::new(daemon.auth.clone(), None))
             .add_routes(routes.clone());
+        let loopback = daemon.ctx.config.auth.loopback_tcp;
         servers.push(tokio::spawn(async move {
             match listener {
                 Listener::Tcp(l) => {
-                    let incoming = TcpListenerStream::new(l);
+                    let incoming = peer::tcp_incoming(l, tls, loopback);
                     router.serve_with_incoming_shutdown(incoming, signal).await
                 }
                 Listener::Unix(l) => {
-                    let incoming = UnixListenerStream::new(l);
+                    let incoming = peer::unix_incoming(l);
                     router.serve_with_incoming_shutdown(incoming, signal).await
                 }
             }

@@ -77,11 +77,14 @@ impl TestServer {
 
     /// A channel over TCP.
     pub async fn tcp_channel(&self) -> Channel {
-        Endpoint::try_from(format!("http://{}", self.tcp))
-            .unwrap()
+        self.tcp_channel_result().await.unwrap()
+    }
+
+    /// A channel over TCP (plain HTTP/2), or why it failed.
+    pub async fn tcp_channel_result(&self) -> Result<Channel, tonic::transport::Error> {
+        Endpoint::try_from(format!("http://{}", self.tcp))?
             .connect()
             .await
-            .unwrap()
     }
 
     /// A channel over the Unix socket (authority `localhost`).
@@ -116,28 +119,39 @@ pub async fn upload(
     function: DigestFunction,
     blobs: &[&[u8]],
 ) -> Vec<BlobKey> {
-    let keys: Vec<BlobKey> = blobs.iter().map(|b| key_of(function, b)).collect();
+    try_upload(cas, function, blobs).await.unwrap();
+    blobs.iter().map(|b| key_of(function, b)).collect()
+}
+
+/// Uploads blobs with BatchUpdateBlobs; the call's error, or the first
+/// blob's.
+pub async fn try_upload(
+    cas: &mut ContentAddressableStorageClient<Channel>,
+    function: DigestFunction,
+    blobs: &[&[u8]],
+) -> Result<(), tonic::Status> {
     let resp = cas
         .batch_update_blobs(BatchUpdateBlobsRequest {
             instance_name: String::new(),
             requests: blobs
                 .iter()
-                .zip(&keys)
-                .map(|(b, k)| batch_update_blobs_request::Request {
-                    digest: Some(k.to_proto()),
+                .map(|b| batch_update_blobs_request::Request {
+                    digest: Some(key_of(function, b).to_proto()),
                     data: b.to_vec(),
                     compressor: 0,
                 })
                 .collect(),
             digest_function: function.to_proto(),
         })
-        .await
-        .unwrap()
+        .await?
         .into_inner();
     for r in resp.responses {
-        assert_eq!(r.status.unwrap().code, 0);
+        let status = r.status.unwrap_or_default();
+        if status.code != 0 {
+            return Err(tonic::Status::new(status.code.into(), status.message));
+        }
     }
-    keys
+    Ok(())
 }
 
 /// A digest proto.
