@@ -14,6 +14,7 @@
 //! - [`service`]: the gRPC services, thin wrappers over the above.
 //! - [`server`]: start-up and [`server::serve`].
 //! - [`local`]: daemonless execution on a private state directory.
+//! - [`metrics`]: Prometheus metrics and their HTTP endpoint.
 //! - [`systemd`]: readiness notification and socket activation.
 //!
 //! # Clients on the Unix socket
@@ -29,6 +30,7 @@ pub mod digest;
 pub mod error;
 pub mod exec;
 pub mod local;
+pub mod metrics;
 pub mod server;
 pub mod service;
 pub mod systemd;

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use anyhow::Context as _;
 use clap::Parser;
-use hermeticd::config::Config;
+use hermeticd::config::{Config, LogFormat};
 use hermeticd::{Daemon, Listener, systemd};
 
 /// Command-line flags; each overrides the configuration file.
@@ -66,15 +66,21 @@ async fn terminated() {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
     let args = Args::parse();
     let config = load_config(&args)?;
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let logs = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match config.log_format {
+        LogFormat::Text => logs.init(),
+        LogFormat::Json => logs
+            .json()
+            .with_current_span(true)
+            .with_span_list(true)
+            .init(),
+    }
     let addrs = config.listen_addrs()?;
     let daemon = Daemon::open(config).context("cannot start")?;
     // Sockets passed by systemd (hermeticd.socket) replace binding the
@@ -95,6 +101,19 @@ async fn main() -> anyhow::Result<()> {
         tracing::info!(name = %s.name, address = %s.addr, "socket activation: serving a passed socket");
         listeners.push(s.listener);
     }
+    let (metrics_stop, metrics_stopped) = tokio::sync::oneshot::channel::<()>();
+    if let Some(addr) = daemon.ctx.config.metrics.address()? {
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("cannot serve metrics on {addr}"))?;
+        tokio::spawn(hermeticd::metrics::serve(
+            daemon.metrics_registry(),
+            listener,
+            async {
+                let _ = metrics_stopped.await;
+            },
+        ));
+    }
     let notifier = systemd::Notifier::from_env().context("NOTIFY_SOCKET")?;
     if let Some(n) = &notifier {
         let addresses: Vec<String> = listeners.iter().map(Listener::describe).collect();
@@ -113,5 +132,6 @@ async fn main() -> anyhow::Result<()> {
         }
     };
     hermeticd::serve(&daemon, listeners, shutdown).await?;
+    let _ = metrics_stop.send(());
     Ok(())
 }

@@ -61,6 +61,8 @@ pub struct Daemon {
     pub auth: Arc<crate::auth::Policy>,
     /// Mutual TLS for TCP listeners, when configured.
     pub tls: Option<tonic::transport::ServerTlsConfig>,
+    /// What the daemon counts.
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 /// The machine's host name, for `ExecutedActionMetadata.worker`.
@@ -91,6 +93,12 @@ fn load_profiles(dir: Option<PathBuf>) -> Result<BTreeMap<String, Arc<Profile>>>
 }
 
 impl Daemon {
+    /// The metrics registry: counters, histograms and live values.
+    pub fn metrics_registry(&self) -> prometheus_client::registry::Registry {
+        self.metrics
+            .registry(self.ctx.engine.clone(), self.ctx.store.clone())
+    }
+
     /// Opens the state directory and builds every component.
     pub fn open(config: Config) -> Result<Self> {
         let state_dir = config.state_dir();
@@ -108,6 +116,7 @@ impl Daemon {
         let helper = config.sandbox_helper();
         info!(helper = %helper.display(), mode = ?config.sandbox_mode, "sandbox helper");
         let kill_grace = Duration::from_secs(5);
+        let metrics = Arc::new(crate::metrics::Metrics::default());
         let settings = EngineSettings {
             run_env: RunEnv {
                 store: store.clone(),
@@ -117,6 +126,7 @@ impl Daemon {
                 kill_grace,
                 pool: Arc::new(crate::exec::dirpool::DirPool::open(&state_dir)?),
                 cgroup_parent: config.cgroup_parent.clone(),
+                metrics: metrics.clone(),
             },
             choices: Choices {
                 images: config.images.clone(),
@@ -143,6 +153,7 @@ impl Daemon {
         Ok(Daemon {
             auth,
             tls,
+            metrics,
             ctx: Arc::new(Context {
                 config,
                 instances,
@@ -257,6 +268,9 @@ pub async fn serve(
     let routes = daemon.routes(health);
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut servers = Vec::new();
+    let metrics = daemon.metrics.clone();
+    let denial_hook: crate::auth::layer::DenialHook =
+        Arc::new(move |_, method| metrics.auth_denied(method));
     for listener in listeners {
         info!(address = %listener.describe(), "listening");
         let mut rx = stop_rx.clone();
@@ -275,7 +289,10 @@ pub async fn serve(
                 .map_err(|e| Error::FailedPrecondition(format!("TLS configuration: {e}")))?;
         }
         let router = builder
-            .layer(AuthLayer::new(daemon.auth.clone(), None))
+            .layer(AuthLayer::new(
+                daemon.auth.clone(),
+                Some(denial_hook.clone()),
+            ))
             .add_routes(routes.clone());
         let loopback = daemon.ctx.config.auth.loopback_tcp;
         servers.push(tokio::spawn(async move {

@@ -97,6 +97,7 @@ async fn socket_activated_daemon_notifies_and_serves_the_passed_socket() {
         ..Default::default()
     };
     config.cas.no_fsync = true;
+    config.metrics.listen = Some("127.0.0.1:0".into());
     common::fake::configure(&mut config, dir.path());
     config.sandbox_helper = Some(recording_helper(dir.path()));
     let config_path = dir.path().join("hermeticd.toml");

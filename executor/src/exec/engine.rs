@@ -322,14 +322,16 @@ impl Engine {
             params.skip_cache_lookup,
         );
         let inline = params.inline;
+        let metrics = self.settings.run_env.metrics.clone();
         let looked = blocking(move || {
             let action = action::load_action(&store, &key)?;
-            if !skip
-                && !action.do_not_cache
-                && let Some(mut r) = ac.get_in(&name, &key, &store)?
-            {
-                inline_result(&store, key.function, &mut r, &inline)?;
-                return Ok(Looked::Hit(Box::new(r)));
+            if !skip && !action.do_not_cache {
+                let found = ac.get_in(&name, &key, &store)?;
+                metrics.cache_lookup(found.is_some());
+                if let Some(mut r) = found {
+                    inline_result(&store, key.function, &mut r, &inline)?;
+                    return Ok(Looked::Hit(Box::new(r)));
+                }
             }
             action::prepare(&store, &choices, limits, key, action, inline)
                 .map(|p| Looked::Miss(Box::new(p)))
@@ -405,13 +407,21 @@ impl Engine {
         };
         self.queued.fetch_sub(1, Ordering::SeqCst);
         let (response, to_cache) = match permit {
-            None => (
-                ExecuteResponse {
-                    status: Some(Error::Cancelled("cancelled while queued".into()).to_rpc_status()),
-                    ..Default::default()
-                },
-                None,
-            ),
+            None => {
+                self.settings
+                    .run_env
+                    .metrics
+                    .action_finished("cancelled", false, false);
+                (
+                    ExecuteResponse {
+                        status: Some(
+                            Error::Cancelled("cancelled while queued".into()).to_rpc_status(),
+                        ),
+                        ..Default::default()
+                    },
+                    None,
+                )
+            }
             Some(_permit) => {
                 op.set_stage(execution_stage::Value::Executing);
                 let outcome = runner::run(
