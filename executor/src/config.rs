@@ -104,6 +104,8 @@ pub struct Config {
     pub auth: crate::auth::AuthConfig,
     /// The Prometheus endpoint.
     pub metrics: MetricsConfig,
+    /// Per-principal quotas (see `sched`). Default: none.
+    pub quotas: crate::sched::QuotaConfig,
     /// Log lines: `"text"` (default) or `"json"` (one object per line).
     pub log_format: LogFormat,
 }

@@ -12,6 +12,7 @@
 //! - [`exec`]: preparing, staging, running (through the helper) and
 //!   collecting actions; the engine with its queue and operations.
 //! - [`service`]: the gRPC services, thin wrappers over the above.
+//! - [`sched`]: fair scheduling between principals, quotas.
 //! - [`server`]: start-up and [`server::serve`].
 //! - [`local`]: daemonless execution on a private state directory.
 //! - [`metrics`]: Prometheus metrics and their HTTP endpoint.
@@ -31,6 +32,7 @@ pub mod error;
 pub mod exec;
 pub mod local;
 pub mod metrics;
+pub mod sched;
 pub mod server;
 pub mod service;
 pub mod systemd;

@@ -165,6 +165,7 @@ impl Local {
                 action_key,
                 skip_cache_lookup,
                 inline: Inline::default(),
+                principal: None,
             })
             .await?;
         Ok(follow(op))

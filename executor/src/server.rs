@@ -63,6 +63,8 @@ pub struct Daemon {
     pub tls: Option<tonic::transport::ServerTlsConfig>,
     /// What the daemon counts.
     pub metrics: Arc<crate::metrics::Metrics>,
+    /// Uploaded bytes per principal, when limited.
+    pub uploads: Option<Arc<crate::sched::upload::UploadQuota>>,
 }
 
 /// The machine's host name, for `ExecutedActionMetadata.worker`.
@@ -141,6 +143,7 @@ impl Daemon {
             jobs: config.jobs(),
             max_queued: config.max_queued(),
             retention: config.operation_retention(),
+            quotas: config.quotas.clone(),
         };
         let engine = Arc::new(Engine::new(settings, store.clone(), action_cache.clone()));
         let instances: HashSet<String> = config.instance_names().into_iter().collect();
@@ -154,6 +157,7 @@ impl Daemon {
             auth,
             tls,
             metrics,
+            uploads: crate::sched::upload::UploadQuota::new(&config.quotas),
             ctx: Arc::new(Context {
                 config,
                 instances,
@@ -289,10 +293,10 @@ pub async fn serve(
                 .map_err(|e| Error::FailedPrecondition(format!("TLS configuration: {e}")))?;
         }
         let router = builder
-            .layer(AuthLayer::new(
-                daemon.auth.clone(),
-                Some(denial_hook.clone()),
-            ))
+            .layer(
+                AuthLayer::new(daemon.auth.clone(), Some(denial_hook.clone()))
+                    .with_upload_quota(daemon.uploads.clone()),
+            )
             .add_routes(routes.clone());
         let loopback = daemon.ctx.config.auth.loopback_tcp;
         servers.push(tokio::spawn(async move {

@@ -14,8 +14,11 @@ use tonic::transport::server::TlsConnectInfo;
 use tower::{Layer, Service};
 use tracing::warn;
 
+use tonic::body::Body;
+
 use super::peer::PeerInfo;
 use super::{Policy, Principal, tls};
+use crate::sched::upload::{CountedBody, UPLOAD_METHODS, UploadQuota};
 
 /// Called on every refused call (metrics).
 pub type DenialHook = Arc<dyn Fn(&Principal, &str) + Send + Sync>;
@@ -25,6 +28,7 @@ pub type DenialHook = Arc<dyn Fn(&Principal, &str) + Send + Sync>;
 pub struct AuthLayer {
     policy: Arc<Policy>,
     on_denial: Option<DenialHook>,
+    uploads: Option<Arc<UploadQuota>>,
 }
 
 impl std::fmt::Debug for AuthLayer {
@@ -38,7 +42,17 @@ impl std::fmt::Debug for AuthLayer {
 impl AuthLayer {
     /// A layer enforcing `policy`; `on_denial` sees every refusal.
     pub fn new(policy: Arc<Policy>, on_denial: Option<DenialHook>) -> Self {
-        AuthLayer { policy, on_denial }
+        AuthLayer {
+            policy,
+            on_denial,
+            uploads: None,
+        }
+    }
+
+    /// Also charges the request bytes of uploads to their principal.
+    pub fn with_upload_quota(mut self, quota: Option<Arc<UploadQuota>>) -> Self {
+        self.uploads = quota;
+        self
     }
 }
 
@@ -82,9 +96,9 @@ fn principal(ext: &http::Extensions) -> Result<Principal, String> {
 
 type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
 
-impl<S, B> Service<http::Request<B>> for Authorize<S>
+impl<S> Service<http::Request<Body>> for Authorize<S>
 where
-    S: Service<http::Request<B>, Response = http::Response<tonic::body::Body>>,
+    S: Service<http::Request<Body>, Response = http::Response<Body>>,
     S::Future: Send + 'static,
     S::Error: Send + 'static,
 {
@@ -96,7 +110,7 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, mut req: http::Request<B>) -> Self::Future {
+    fn call(&mut self, mut req: http::Request<Body>) -> Self::Future {
         let method = req.uri().path().to_owned();
         let refusal = match principal(req.extensions()) {
             Err(why) => {
@@ -105,6 +119,12 @@ where
             }
             Ok(p) => match self.layer.policy.authorize(&p, &method) {
                 Ok(()) => {
+                    if let Some(quota) = &self.layer.uploads
+                        && UPLOAD_METHODS.contains(&method.as_str())
+                    {
+                        let (quota, who) = (quota.clone(), p.to_string());
+                        req = req.map(|b| Body::new(CountedBody::new(b, quota, who)));
+                    }
                     req.extensions_mut().insert(p);
                     let fut = self.inner.call(req);
                     return Box::pin(fut);

@@ -18,7 +18,7 @@ use bazel_remote_apis::build::bazel::remote::execution::v2::{
 use bazel_remote_apis::google::longrunning::{Operation as LroOperation, operation};
 use bazel_remote_apis::google::protobuf::Any;
 use prost::Message;
-use tokio::sync::{Semaphore, watch};
+use tokio::sync::watch;
 use tracing::{Instrument, info, info_span, warn};
 
 use crate::action_cache::ActionCache;
@@ -28,6 +28,7 @@ use crate::error::{Error, Result};
 use crate::exec::action::{self, Limits, Prepared};
 use crate::exec::platform::Choices;
 use crate::exec::runner::{self, RunEnv};
+use crate::sched::{Admission, Scheduler};
 use crate::service::ac_service::{Inline, inline_result};
 
 const METADATA_URL: &str =
@@ -52,6 +53,8 @@ pub struct EngineSettings {
     pub max_queued: usize,
     /// How long finished operations stay visible.
     pub retention: Duration,
+    /// Per-principal limits on queued and running actions.
+    pub quotas: crate::sched::QuotaConfig,
 }
 
 /// One execution and its published state.
@@ -169,7 +172,7 @@ pub struct Engine {
     inflight: Mutex<HashMap<(String, BlobKey), Arc<Operation>>>,
     queued: AtomicUsize,
     active: watch::Sender<usize>,
-    slots: Arc<Semaphore>,
+    sched: Arc<Scheduler>,
     accepting: AtomicBool,
     shutting_down: AtomicBool,
 }
@@ -183,6 +186,9 @@ pub struct ExecuteParams {
     pub skip_cache_lookup: bool,
     /// What to inline.
     pub inline: Inline,
+    /// Who asked (quotas and fair scheduling); `None`: the daemon's local
+    /// user (`hermetic run --local`).
+    pub principal: Option<crate::auth::Principal>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -197,7 +203,7 @@ impl Engine {
         action_cache: Arc<ActionCache>,
     ) -> Self {
         Engine {
-            slots: Arc::new(Semaphore::new(settings.jobs.max(1))),
+            sched: Scheduler::new(settings.jobs, &settings.quotas),
             settings,
             store,
             action_cache,
@@ -302,6 +308,10 @@ impl Engine {
             return Err(Error::Unavailable("the executor is shutting down".into()));
         }
         let key = params.action_key;
+        let who = params
+            .principal
+            .as_ref()
+            .map_or_else(|| "local".to_owned(), ToString::to_string);
         let flight = (instance.to_owned(), key);
         let pending = lock(&self.inflight).get(&flight).cloned();
         if let Some(op) = pending {
@@ -341,7 +351,7 @@ impl Engine {
             Looked::Hit(result) => return Ok(self.cached(key, *result)),
             Looked::Miss(p) => *p,
         };
-        let op = {
+        let (op, admission) = {
             let mut inflight = lock(&self.inflight);
             if let Some(op) = inflight.get(&flight).filter(|o| !o.is_done()) {
                 return Ok(op.clone());
@@ -355,11 +365,18 @@ impl Engine {
                     retry_after: Duration::from_secs(1),
                 });
             }
+            let admission = self
+                .sched
+                .admit(&who)
+                .map_err(|e| Error::ResourceExhausted {
+                    message: e.0,
+                    retry_after: Duration::from_secs(1),
+                })?;
             let op = Operation::new(key);
             inflight.insert(flight.clone(), op.clone());
             self.queued.fetch_add(1, Ordering::SeqCst);
             self.active.send_modify(|n| *n += 1);
-            op
+            (op, admission)
         };
         self.register(&op);
         let mut pins = prepared.tree.all_blobs();
@@ -370,7 +387,7 @@ impl Engine {
         let span = info_span!("action", operation = %op.name, action = ?key);
         tokio::spawn(
             async move {
-                engine.run(op2, flight, Arc::new(prepared)).await;
+                engine.run(op2, flight, Arc::new(prepared), admission).await;
                 drop(pin);
             }
             .instrument(span),
@@ -398,11 +415,12 @@ impl Engine {
         op: Arc<Operation>,
         flight: (String, BlobKey),
         prepared: Arc<Prepared>,
+        admission: Admission,
     ) {
         let queued_at = SystemTime::now();
         let mut cancel = op.cancel.subscribe();
         let permit = tokio::select! {
-            p = self.slots.clone().acquire_owned() => p.ok(),
+            p = self.sched.acquire(admission) => Some(p),
             _ = cancel.wait_for(|c| *c) => None,
         };
         self.queued.fetch_sub(1, Ordering::SeqCst);
