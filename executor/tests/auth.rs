@@ -23,10 +23,11 @@ use bazel_remote_apis::build::bazel::remote::execution::v2::{
     execution_client::ExecutionClient,
 };
 use common::TestServer;
+use common::pki::{Pki, tls_channel};
 use common::real::skip_or_fail;
 use hermeticd::digest::{DigestFunction, key_of};
 use tonic::Code;
-use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
+use tonic::transport::{Channel, Endpoint};
 use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
 
 /// The calls each client makes, by name, with the code each answered.
@@ -272,75 +273,14 @@ async fn roles_are_enforced_per_uid_on_both_transports() {
     server.stop().await;
 }
 
-/// A CA, and certificates it signs.
-struct Pki {
-    ca: rcgen::CertifiedIssuer<'static, rcgen::KeyPair>,
-}
-
-impl Pki {
-    fn new(name: &str) -> Pki {
-        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
-        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-        params
-            .distinguished_name
-            .push(rcgen::DnType::CommonName, name);
-        let key = rcgen::KeyPair::generate().unwrap();
-        Pki {
-            ca: rcgen::CertifiedIssuer::self_signed(params, key).unwrap(),
-        }
-    }
-
-    /// (certificate PEM, key PEM) for `cn`, valid for localhost.
-    fn issue(&self, cn: &str) -> (String, String) {
-        let mut params =
-            rcgen::CertificateParams::new(vec!["localhost".into(), "127.0.0.1".into()]).unwrap();
-        params
-            .distinguished_name
-            .push(rcgen::DnType::CommonName, cn);
-        params
-            .distinguished_name
-            .push(rcgen::DnType::OrganizationName, "hermetic tests");
-        let key = rcgen::KeyPair::generate().unwrap();
-        let cert = params.signed_by(&key, &self.ca).unwrap();
-        (cert.pem(), key.serialize_pem())
-    }
-}
-
-async fn tls_channel(
-    addr: std::net::SocketAddr,
-    ca: &str,
-    identity: Option<&(String, String)>,
-) -> Result<Channel, tonic::transport::Error> {
-    let mut tls = ClientTlsConfig::new()
-        .ca_certificate(Certificate::from_pem(ca))
-        .domain_name("localhost");
-    if let Some((cert, key)) = identity {
-        tls = tls.identity(Identity::from_pem(cert, key));
-    }
-    Endpoint::try_from(format!("https://{addr}"))?
-        .tls_config(tls)?
-        .connect()
-        .await
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mutual_tls_subjects_are_principals() {
     let pki = Pki::new("hermetic test CA");
-    let server_cert = pki.issue("hermeticd");
     let ci = pki.issue("ci-runner");
     let stranger = pki.issue("stranger");
     let rogue = Pki::new("another CA").issue("ci-runner");
     let server = TestServer::start(|c, dir| {
-        let write = |name: &str, text: &str| {
-            let p = dir.join(name);
-            std::fs::write(&p, text).unwrap();
-            p
-        };
-        c.auth.tls = Some(hermeticd::auth::TlsConfig {
-            cert: write("server.pem", &server_cert.0),
-            key: write("server.key", &server_cert.1),
-            client_ca: write("ca.pem", &pki.ca.pem()),
-        });
+        pki.configure(c, dir);
         c.auth.roles.submit = vec!["cert:CN=ci-runner, O=hermetic tests".into()];
     })
     .await;

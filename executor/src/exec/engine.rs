@@ -420,7 +420,7 @@ impl Engine {
         let queued_at = SystemTime::now();
         let mut cancel = op.cancel.subscribe();
         let permit = tokio::select! {
-            p = self.sched.acquire(admission) => Some(p),
+            p = Scheduler::acquire(admission) => Some(p),
             _ = cancel.wait_for(|c| *c) => None,
         };
         self.queued.fetch_sub(1, Ordering::SeqCst);

@@ -76,12 +76,14 @@ pub struct Slot {
     held: Option<(Arc<Scheduler>, String)>,
 }
 
-/// An accepted action's place in its principal's queued count, held until
-/// it gets a slot or is abandoned.
+/// An accepted action's place in its principal's queue (in the order
+/// actions were accepted) and in its queued count, until it gets a slot
+/// or is dropped (abandoned).
 #[derive(Debug)]
 pub struct Admission {
     sched: Arc<Scheduler>,
     principal: String,
+    grant: Option<oneshot::Receiver<Slot>>,
 }
 
 impl Scheduler {
@@ -99,7 +101,8 @@ impl Scheduler {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Counts an accepted action against `principal`'s queued quota.
+    /// Queues an accepted action at the end of `principal`'s queue,
+    /// within its queued-actions quota.
     pub fn admit(self: &Arc<Self>, principal: &str) -> Result<Admission, QuotaExceeded> {
         let mut st = self.lock();
         let n = st.queued_by.entry(principal.to_owned()).or_default();
@@ -110,34 +113,34 @@ impl Scheduler {
             )));
         }
         *n += 1;
+        let (tx, rx) = oneshot::channel();
+        let q = st.waiting.entry(principal.to_owned()).or_default();
+        q.push_back(Waiter { grant: tx });
+        if q.len() == 1 && !st.turn.iter().any(|p| p == principal) {
+            st.turn.push_back(principal.to_owned());
+        }
+        self.dispatch(&mut st);
         Ok(Admission {
             sched: self.clone(),
             principal: principal.to_owned(),
+            grant: Some(rx),
         })
     }
 
-    /// Waits for a slot for an admitted action. Dropping the future (a
+    /// Waits for the admitted action's slot. Dropping the future (a
     /// cancelled action) gives up its place.
-    pub async fn acquire(self: &Arc<Self>, admission: Admission) -> Slot {
-        let principal = admission.principal.clone();
-        let rx = {
-            let mut st = self.lock();
-            let (tx, rx) = oneshot::channel();
-            let q = st.waiting.entry(principal.clone()).or_default();
-            q.push_back(Waiter { grant: tx });
-            if q.len() == 1 && !st.turn.contains(&principal) {
-                st.turn.push_back(principal.clone());
-            }
-            self.dispatch(&mut st);
-            rx
-        };
+    pub async fn acquire(mut admission: Admission) -> Slot {
+        let rx = admission
+            .grant
+            .take()
+            .expect("an admission is awaited once");
         let granted = rx.await;
-        // Queued until now: the admission counted it.
+        // Queued until now: dropping the admission uncounts it.
         drop(admission);
         match granted {
             Ok(slot) => slot,
-            // Unreachable while `self` lives: waiters are only dropped
-            // after their sender was used or their receiver was closed.
+            // Unreachable: a waiter's sender is used, or dropped only after
+            // its receiver was (a failed send).
             Err(_) => panic!("the scheduler dropped a waiter"),
         }
     }
@@ -234,27 +237,18 @@ mod tests {
     #[tokio::test]
     async fn principals_take_turns() {
         let s = Scheduler::new(1, &QuotaConfig::default());
-        let first = s.acquire(s.admit("a").unwrap()).await;
+        let first = Scheduler::acquire(s.admit("a").unwrap()).await;
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
         let mut tasks = Vec::new();
         // a queues five, then b queues two.
         for who in ["a", "a", "a", "a", "a", "b", "b"] {
-            let (s, tx) = (s.clone(), tx.clone());
             let admission = s.admit(who).unwrap();
-            let (queued_tx, queued_rx) = oneshot::channel();
+            let tx = tx.clone();
             tasks.push(tokio::spawn(async move {
-                let fut = s.acquire(admission);
-                tokio::pin!(fut);
-                // Queue before the next one is spawned.
-                let slot = tokio::select! {
-                    biased;
-                    slot = &mut fut => slot,
-                    () = async { let _ = queued_tx.send(()); std::future::pending::<()>().await } => unreachable!(),
-                };
-                let _ = slot;
+                let slot = Scheduler::acquire(admission).await;
                 tx.send(who).unwrap();
+                drop(slot);
             }));
-            let _ = queued_rx.await;
         }
         assert_eq!(s.load_of("a"), (1, 5));
         assert_eq!(s.load_of("b"), (0, 2));
@@ -268,6 +262,7 @@ mod tests {
         for t in tasks {
             t.await.unwrap();
         }
+        assert_eq!(s.load_of("a"), (0, 0));
     }
 
     #[tokio::test]
@@ -284,34 +279,30 @@ mod tests {
         let a2 = s.admit("a").unwrap();
         let err = s.admit("a").unwrap_err();
         assert!(err.0.contains("a already has 2 actions queued"), "{err}");
-        assert!(s.admit("b").is_ok());
-        let running = s.acquire(a1).await;
+        let b = s.admit("b").unwrap();
+        let running = Scheduler::acquire(a1).await;
         // a's second action waits although three slots are free.
-        let s2 = s.clone();
-        let waiting = tokio::spawn(async move { s2.acquire(a2).await });
+        let waiting = tokio::spawn(Scheduler::acquire(a2));
         tokio::task::yield_now().await;
         assert_eq!(s.load_of("a"), (1, 1));
         assert!(!waiting.is_finished());
+        let b_slot = Scheduler::acquire(b).await;
         drop(running);
         let second = waiting.await.unwrap();
         assert_eq!(s.load_of("a"), (1, 0));
-        drop(second);
+        drop((second, b_slot));
         assert_eq!(s.load_of("a"), (0, 0));
     }
 
     #[tokio::test]
     async fn a_cancelled_waiter_gives_its_turn_away() {
         let s = Scheduler::new(1, &QuotaConfig::default());
-        let held = s.acquire(s.admit("a").unwrap()).await;
-        let s2 = s.clone();
-        let admission = s.admit("a").unwrap();
-        let cancelled = tokio::spawn(async move { s2.acquire(admission).await });
+        let held = Scheduler::acquire(s.admit("a").unwrap()).await;
+        let cancelled = tokio::spawn(Scheduler::acquire(s.admit("a").unwrap()));
         tokio::task::yield_now().await;
         cancelled.abort();
         let _ = cancelled.await;
-        let s3 = s.clone();
-        let b = s.admit("b").unwrap();
-        let next = tokio::spawn(async move { s3.acquire(b).await });
+        let next = tokio::spawn(Scheduler::acquire(s.admit("b").unwrap()));
         drop(held);
         let slot = next.await.unwrap();
         assert_eq!(s.load_of("b"), (1, 0));

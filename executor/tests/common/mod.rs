@@ -1,6 +1,8 @@
 //! A real hermeticd on a temp Unix socket and on 127.0.0.1:0.
 #![allow(dead_code)]
 
+pub mod pki;
+
 use std::path::{Path, PathBuf};
 
 use bazel_remote_apis::build::bazel::remote::execution::v2::{
