@@ -329,3 +329,80 @@ async fn mutual_tls_subjects_are_principals() {
     }
     server.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn operations_are_visible_to_their_owners_and_admins() {
+    use bazel_remote_apis::build::bazel::remote::execution::v2::WaitExecutionRequest;
+    use bazel_remote_apis::google::longrunning::{
+        CancelOperationRequest, GetOperationRequest, ListOperationsRequest,
+        operations_client::OperationsClient,
+    };
+    use common::actions::{execute, put_action, put_tree, sh};
+
+    if !common::fake::python_available() {
+        return;
+    }
+    let pki = Pki::new("hermetic test CA");
+    let (alice, bob) = (pki.issue("alice"), pki.issue("bob"));
+    let server = TestServer::start(|c, dir| {
+        common::fake::configure(c, dir);
+        pki.configure(c, dir);
+        c.auth.roles.submit = vec![
+            "cert:CN=alice, O=hermetic tests".into(),
+            "cert:CN=bob, O=hermetic tests".into(),
+        ];
+    })
+    .await;
+    let ca = pki.ca.pem();
+    let a = tls_channel(server.tcp, &ca, Some(&alice)).await.unwrap();
+    let b = tls_channel(server.tcp, &ca, Some(&bob)).await.unwrap();
+    let f = DigestFunction::Sha256;
+    let mut cas = ContentAddressableStorageClient::new(a.clone());
+    let root = put_tree(&mut cas, f, &[]).await;
+    let action = put_action(&mut cas, f, &sh("true"), root).await;
+    let (ops, resp) = execute(&mut ExecutionClient::new(a.clone()), f, action, true)
+        .await
+        .unwrap();
+    assert_eq!(resp.status.unwrap().code, 0);
+    let name = ops.last().unwrap().name.clone();
+
+    let get = |ch: Channel| {
+        let name = name.clone();
+        async move {
+            OperationsClient::new(ch)
+                .get_operation(GetOperationRequest { name })
+                .await
+                .map(|r| r.into_inner().name)
+        }
+    };
+    assert_eq!(get(a.clone()).await.unwrap(), name);
+    // The admin (the daemon's own user, on the Unix socket) sees it too.
+    assert_eq!(get(server.unix_channel().await).await.unwrap(), name);
+    // bob cannot tell it exists.
+    let err = get(b.clone()).await.unwrap_err();
+    assert_eq!(err.code(), Code::NotFound, "{err:?}");
+    let err = OperationsClient::new(b.clone())
+        .cancel_operation(CancelOperationRequest { name: name.clone() })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::NotFound, "{err:?}");
+    let err = ExecutionClient::new(b.clone())
+        .wait_execution(WaitExecutionRequest { name: name.clone() })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::NotFound, "{err:?}");
+    let listed = |ch: Channel| async move {
+        OperationsClient::new(ch)
+            .list_operations(ListOperationsRequest::default())
+            .await
+            .unwrap()
+            .into_inner()
+            .operations
+            .into_iter()
+            .map(|o| o.name)
+            .collect::<Vec<_>>()
+    };
+    assert!(listed(a).await.contains(&name));
+    assert!(!listed(b).await.contains(&name));
+    server.stop().await;
+}

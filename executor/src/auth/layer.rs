@@ -125,6 +125,11 @@ where
                         let (quota, who) = (quota.clone(), p.to_string());
                         req = req.map(|b| Body::new(CountedBody::new(b, quota, who)));
                     }
+                    let roles = self.layer.policy.roles_of(&p);
+                    req.extensions_mut().insert(super::Caller {
+                        principal: p.clone(),
+                        roles,
+                    });
                     req.extensions_mut().insert(p);
                     let fut = self.inner.call(req);
                     return Box::pin(fut);

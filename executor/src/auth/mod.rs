@@ -60,6 +60,27 @@ impl fmt::Display for Principal {
     }
 }
 
+/// The caller of a request, with its roles: put into every authorized
+/// request's extensions by [`layer`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Caller {
+    /// Who.
+    pub principal: Principal,
+    /// The roles it holds.
+    pub roles: BTreeSet<Role>,
+}
+
+impl Caller {
+    /// Whether the caller may see an operation owned by `owners`: its
+    /// own, or any with `admin`. Requests without a caller (the daemon's
+    /// own, in-process) see everything.
+    pub fn may_see(caller: Option<&Caller>, owners: &BTreeSet<String>) -> bool {
+        caller.is_none_or(|c| {
+            c.roles.contains(&Role::Admin) || owners.contains(&c.principal.to_string())
+        })
+    }
+}
+
 /// A set of powers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]

@@ -7,7 +7,7 @@
 //! and WaitExecution streams subscribe to it, so a client disconnecting
 //! does not cancel anything. Only CancelOperation (or shutdown) does.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
@@ -22,6 +22,7 @@ use tokio::sync::watch;
 use tracing::{Instrument, info, info_span, warn};
 
 use crate::action_cache::ActionCache;
+use crate::auth::Caller;
 use crate::cas::{Store, blocking};
 use crate::digest::BlobKey;
 use crate::error::{Error, Result};
@@ -68,6 +69,9 @@ pub struct Operation {
     cancel: watch::Sender<bool>,
     /// Set once the result is in the action cache (or will not be).
     settled: watch::Sender<bool>,
+    /// Principals who asked for it (an identical in-flight action is
+    /// shared): only they, and admins, see the operation.
+    owners: Mutex<BTreeSet<String>>,
 }
 
 impl Operation {
@@ -85,7 +89,13 @@ impl Operation {
             state: watch::Sender::new(initial),
             cancel: watch::Sender::new(false),
             settled: watch::Sender::new(false),
+            owners: Mutex::default(),
         })
+    }
+
+    /// Whether `caller` may see this operation (see [`Caller::may_see`]).
+    pub fn visible_to(&self, caller: Option<&Caller>) -> bool {
+        Caller::may_see(caller, &lock(&self.owners))
     }
 
     /// Follows the operation's state.
@@ -300,6 +310,20 @@ impl Engine {
     /// writes): a cached result, an identical action already in flight, or
     /// a new queued operation.
     pub async fn execute_in(
+        self: &Arc<Self>,
+        instance: &str,
+        params: ExecuteParams,
+    ) -> Result<Arc<Operation>> {
+        let owner = params
+            .principal
+            .as_ref()
+            .map_or_else(|| "local".to_owned(), ToString::to_string);
+        let op = self.accept(instance, params).await?;
+        lock(&op.owners).insert(owner);
+        Ok(op)
+    }
+
+    async fn accept(
         self: &Arc<Self>,
         instance: &str,
         params: ExecuteParams,

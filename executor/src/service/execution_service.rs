@@ -102,7 +102,11 @@ impl Execution for ExecutionService {
         &self,
         request: Request<WaitExecutionRequest>,
     ) -> Result<Response<Self::WaitExecutionStream>, Status> {
-        let op = self.ctx.engine.get(&request.get_ref().name)?;
+        let op = crate::service::operations_service::visible(
+            &self.ctx,
+            &request,
+            &request.get_ref().name,
+        )?;
         Ok(Response::new(follow(op)))
     }
 }
