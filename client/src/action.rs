@@ -24,6 +24,7 @@ pub const CONTAINER_IMAGE: &str = "container-image";
 pub const HERMETIC_PROFILE: &str = "hermetic-profile";
 /// The platform property lowering the memory limit (bytes).
 pub const HERMETIC_MEMORY: &str = "hermetic-memory";
+pub use hermeticd::exec::repro::{CHECK_REPRO, CHECK_REPRO_BISECT};
 
 /// Where a blob's bytes are.
 #[derive(Debug, Clone)]
@@ -146,6 +147,11 @@ pub fn platform(job: &Job) -> Option<Platform> {
         (CONTAINER_IMAGE, job.image.clone()),
         (HERMETIC_PROFILE, job.profile.clone()),
         (HERMETIC_MEMORY, job.memory.map(|m| m.to_string())),
+        (CHECK_REPRO, job.check_repro.map(|n| n.to_string())),
+        (
+            CHECK_REPRO_BISECT,
+            job.repro_bisect.then(|| "true".to_owned()),
+        ),
     ]
     .into_iter()
     .filter_map(|(name, value)| {

@@ -74,6 +74,23 @@ impl Backend {
         }
     }
 
+    /// The pinned digest (`hermetic-image:blake3:HEX`) of an image alias or
+    /// digest form: the daemon's Images service, or (local) the image
+    /// store the local run shares with the daemon.
+    pub async fn resolve_image(&self, name: &str) -> Result<String> {
+        match self {
+            Backend::Remote(r) => crate::image_cmd::resolve(r, name).await,
+            Backend::Local(l) => match l.resolve_image(name).await {
+                Ok(info) => Ok(info.digest.to_string()),
+                Err(
+                    e @ (hermeticd::error::Error::NotFound(_)
+                    | hermeticd::error::Error::InvalidArgument(_)),
+                ) => Err(Error::InvalidJob(format!("image {name:?}: {e}"))),
+                Err(e) => Err(e.into()),
+            },
+        }
+    }
+
     /// Executes an action, streaming its operation.
     pub async fn execute(&self, f: Function, action: Digest, skip_cache: bool) -> Result<OpStream> {
         match self {
@@ -170,6 +187,7 @@ mod tests {
         let mut config = hermeticd::config::Config::default();
         config.cas.no_fsync = true;
         config.profiles_dir = Some(profiles);
+        config.image_store = Some(dir.path().join("images"));
         let state = dir.path().join("state");
         let local = Local::open(config, &state).await.unwrap();
         let backend = Backend::Local(Box::new(local));

@@ -45,6 +45,18 @@ pub enum Command {
     Log(LogArgs),
     /// Show daemon health, capabilities, sandbox features and the queue
     Status,
+    /// Manage base images: import, ls, inspect, rm, trust, untrust
+    Image {
+        /// What to do.
+        #[command(subcommand)]
+        command: crate::image_cmd::ImageCommand,
+    },
+    /// Verify artifacts against their signed provenance, offline
+    Verify(crate::verify_cmd::VerifyArgs),
+    /// The daemon's public signing keys
+    Keys(crate::keys_cmd::KeysArgs),
+    /// Administration: rotate or revoke signing keys
+    Admin(crate::keys_cmd::AdminArgs),
     /// Print a shell completion script
     Completions {
         /// The shell.
@@ -79,7 +91,8 @@ pub struct RunArgs {
     /// Job file (TOML; see the README); flags override its values
     #[arg(short = 'f', long = "file", value_name = "JOB.toml")]
     pub file: Option<PathBuf>,
-    /// Base image: an image name or digest the daemon knows
+    /// Base image: an alias or digest (hermetic-image:blake3:HEX) in the
+    /// daemon's image store; resolved to the digest the action pins
     #[arg(long, value_name = "DIGEST|ALIAS")]
     pub image: Option<String>,
     /// Directory uploaded as the step's /work
@@ -113,6 +126,14 @@ pub struct RunArgs {
     /// Do not look the action up in the action cache
     #[arg(long)]
     pub no_cache: bool,
+    /// Check reproducibility: run N times (2..=8) in sandboxes varied in
+    /// time, clocks, pids, CPUs, ASLR, env and input order; compare outputs
+    /// (exit 66 when they differ)
+    #[arg(long, value_name = "N", num_args = 0..=1, default_missing_value = "2", require_equals = true)]
+    pub check_repro: Option<u32>,
+    /// With --check-repro: on a difference, find the responsible variation
+    #[arg(long)]
+    pub bisect: bool,
     /// The command and its arguments (after `--`)
     #[arg(last = true, value_name = "CMD")]
     pub command: Vec<String>,
@@ -143,6 +164,12 @@ impl RunArgs {
         }
         if self.out_dir.is_some() {
             job.out_dir.clone_from(&self.out_dir);
+        }
+        if self.check_repro.is_some() {
+            job.check_repro = self.check_repro;
+        }
+        if self.bisect {
+            job.repro_bisect = Some(true);
         }
         job.outputs.extend(self.outputs.iter().cloned());
         for kv in &self.env {

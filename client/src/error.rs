@@ -12,6 +12,8 @@ pub mod code {
     pub const INVALID_JOB: u8 = 64;
     /// A downloaded blob does not hash to its digest.
     pub const VERIFICATION: u8 = 65;
+    /// A reproducibility check (`--check-repro`) found runs that differ.
+    pub const NOT_REPRODUCIBLE: u8 = 66;
     /// The daemon or the infrastructure failed: unreachable, an RPC error,
     /// the sandbox could not be set up, output collection failed.
     pub const INFRA: u8 = 70;
@@ -27,6 +29,7 @@ Exit status:
   N    the step's own exit code when it ran (killed by signal S: 128+S)
   64   invalid job: flags, job file, environment, or refused by the daemon
   65   verification failure: a downloaded output does not match its digest
+  66   not reproducible: the runs of --check-repro differ (the step itself succeeded)
   70   daemon or infrastructure error (unreachable, RPC error, sandbox set-up)
   71   the step was killed by the out-of-memory killer
   124  the step timed out

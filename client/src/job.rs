@@ -7,7 +7,7 @@
 //!
 //! ```toml
 //! command = ["make", "-j2", "all"]  # required: argv of the step
-//! image = "toolchain"               # container-image; default: the daemon's
+//! image = "toolchain"               # alias or digest, pinned by digest; default: the daemon's
 //! input = "src"                     # directory uploaded as /work
 //! outputs = ["hello", "build/doc"]  # paths relative to /work
 //! timeout = "10m"                   # humantime: 90s, 10m, 1h30m
@@ -15,6 +15,8 @@
 //! profile = "strict"                # sandbox profile
 //! out_dir = "hermetic-out"          # where outputs are written
 //! digest_function = "blake3"        # or "sha256"
+//! check_repro = 2                   # run 2..=8 times varied, compare outputs
+//! repro_bisect = true               # on a difference, find the variation
 //!
 //! [env]                             # the step's environment, exactly
 //! CC = "cc"
@@ -58,6 +60,10 @@ pub struct JobFile {
     pub out_dir: Option<PathBuf>,
     /// `blake3` or `sha256`.
     pub digest_function: Option<String>,
+    /// Runs of a reproducibility check.
+    pub check_repro: Option<u32>,
+    /// Bisect a reproducibility check's difference.
+    pub repro_bisect: Option<bool>,
 }
 
 impl JobFile {
@@ -102,6 +108,10 @@ pub struct Job {
     pub out_dir: PathBuf,
     /// Digest function.
     pub digest_function: Function,
+    /// Runs of a reproducibility check (2..=8), when asked.
+    pub check_repro: Option<u32>,
+    /// Bisect a difference the check finds.
+    pub repro_bisect: bool,
 }
 
 impl Job {
@@ -150,6 +160,16 @@ impl Job {
                 return invalid(format!("{name} is empty"));
             }
         }
+        if let Some(n) = f.check_repro
+            && !(2..=8).contains(&n)
+        {
+            return invalid(format!(
+                "check_repro {n}: a reproducibility check compares 2 to 8 runs"
+            ));
+        }
+        if f.repro_bisect == Some(true) && f.check_repro.is_none() {
+            return invalid("repro_bisect needs check_repro (--bisect needs --check-repro)".into());
+        }
         Ok(Job {
             command,
             image: f.image,
@@ -161,6 +181,8 @@ impl Job {
             profile: f.profile,
             out_dir: f.out_dir.unwrap_or_else(|| PathBuf::from("hermetic-out")),
             digest_function,
+            check_repro: f.check_repro,
+            repro_bisect: f.repro_bisect.unwrap_or(false),
         })
     }
 }

@@ -4,8 +4,11 @@
 //!   file), uploads only the blobs the store lacks, executes it through the
 //!   daemon (or `--local`, with the daemon's own engine in this process),
 //!   and downloads stdout, stderr, the outputs and the execution log.
+//! - `hermetic image`: import, list, inspect, remove, (un)trust base images.
 //! - `hermetic log`, `hermetic status`: an execution log; the daemon's
 //!   health, sandbox features and queue.
+//! - `hermetic verify`: artifacts against their signed provenance,
+//!   offline; `hermetic keys export`, `hermetic admin keys rotate|revoke`.
 //! - `hermetic completions SHELL`, `hermetic man`: generated from the CLI
 //!   definition in [`cli`].
 //!
@@ -19,13 +22,18 @@ mod connect;
 mod digests;
 mod download;
 mod error;
+mod image_cmd;
 mod job;
+mod keys_cmd;
 mod log_cmd;
 mod operation;
 mod progress;
+mod provenance;
 mod remote;
+mod repro;
 mod run;
 mod status_cmd;
+mod verify_cmd;
 
 use std::io::Write;
 use std::process::ExitCode;
@@ -77,6 +85,10 @@ async fn dispatch(cli: &Cli) -> Result<u8, error::Error> {
         Command::Run(args) => run::run(&globals, args).await,
         Command::Log(args) => log_cmd::log(&globals, args).await,
         Command::Status => status_cmd::status(&globals).await,
+        Command::Image { command } => image_cmd::image(&globals, command).await,
+        Command::Verify(args) => verify_cmd::verify(&globals, args),
+        Command::Keys(args) => keys_cmd::keys(&globals, args).await,
+        Command::Admin(args) => keys_cmd::admin(&globals, args).await,
         Command::Completions { .. } | Command::Man { .. } => unreachable!("handled in main"),
     }
 }

@@ -66,6 +66,11 @@ impl Remote {
         ByteStreamClient::new(self.channel.clone()).max_decoding_message_size(MAX_MESSAGE)
     }
 
+    /// The connection, for services without a wrapper here.
+    pub fn channel(&self) -> Channel {
+        self.channel.clone()
+    }
+
     /// GetCapabilities; remembers the batch limit and checks that the
     /// daemon executes with `f`.
     pub async fn capabilities(&mut self, f: Option<Function>) -> Result<ServerCapabilities> {
@@ -396,6 +401,12 @@ impl Remote {
         Ok(Box::pin(stream.map(move |r| {
             r.map(|c| c.data).map_err(Error::rpc(what.clone()))
         })))
+    }
+
+    /// A `hermetic.v1.Provenance` client on this connection.
+    pub fn provenance(&self) -> hermetic_proto::ProvenanceClient<Channel> {
+        hermetic_proto::ProvenanceClient::new(self.channel.clone())
+            .max_decoding_message_size(MAX_MESSAGE)
     }
 
     /// `hermetic.v1.Status/GetStatus`.

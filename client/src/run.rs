@@ -71,7 +71,7 @@ pub struct RunReport {
     pub operation: String,
     /// The result came from the action cache.
     pub cache_hit: bool,
-    /// `completed`, `timed_out`, `oom_killed`, `failed` or `error`.
+    /// `completed`, `not_reproducible`, `timed_out`, `oom_killed`, `failed` or `error`.
     pub outcome: String,
     /// The step's exit code, when it ran.
     pub exit_code: Option<i32>,
@@ -92,6 +92,11 @@ pub struct RunReport {
     pub stderr: Option<PathBuf>,
     /// Where the execution log was written.
     pub execution_log: Option<PathBuf>,
+    /// The reproducibility check, when `--check-repro` asked for one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub repro: Option<crate::repro::ReproSummary>,
+    /// Where the provenance bundle, SBOMs and keyring were written.
+    pub attestation: crate::provenance::Written,
     /// Bytes uploaded.
     pub bytes_uploaded: u64,
     /// Wall-clock milliseconds.
@@ -104,16 +109,9 @@ pub async fn run(g: &Globals, args: &RunArgs) -> Result<u8> {
     if file.digest_function.is_none() {
         file.digest_function.clone_from(&g.settings.digest_function);
     }
-    let job = Job::validate(file)?;
+    let mut job = Job::validate(file)?;
     let f = job.digest_function;
     let progress = Progress::new(Mode::detect(g.json));
-    progress.stage("hashing inputs");
-    let prepared = {
-        let j = job.clone();
-        tokio::task::spawn_blocking(move || action::prepare(&j))
-            .await
-            .map_err(|e| Error::Infra(format!("hashing task failed: {e}")))??
-    };
     let backend = if args.local {
         progress.stage("opening the local executor");
         let config = g.settings.local_daemon_config()?;
@@ -132,9 +130,24 @@ pub async fn run(g: &Globals, args: &RunArgs) -> Result<u8> {
         Backend::Remote(g.connect(Some(f)).await?)
     };
     let outcome = async {
-        let (name, resp) = execute(&backend, &job, &prepared, args.no_cache, &progress).await?;
+        // The image is pinned by digest before the action is built: an
+        // alias is never part of an action key.
+        if let Some(name) = job.image.take() {
+            progress.stage("resolving the image");
+            job.image = Some(backend.resolve_image(&name).await?);
+        }
+        progress.stage("hashing inputs");
+        let prepared = {
+            let j = job.clone();
+            tokio::task::spawn_blocking(move || action::prepare(&j))
+                .await
+                .map_err(|e| Error::Infra(format!("hashing task failed: {e}")))??
+        };
+        let job = &job;
+        let prepared = &prepared;
+        let (name, resp) = execute(&backend, job, prepared, args.no_cache, &progress).await?;
         progress.stage("downloading outputs");
-        collect(&backend, &job, &prepared, name, resp, &progress).await
+        collect(&backend, job, prepared, name, resp, &progress).await
     }
     .await;
     backend.close().await;
@@ -148,9 +161,9 @@ pub async fn run(g: &Globals, args: &RunArgs) -> Result<u8> {
             what,
             status_code: tonic::Code::FailedPrecondition,
             message: format!(
-                "{message} (--local takes images, profiles and the helper from the \
-                 hermeticd config named by `local.daemon_config` in the client settings, \
-                 default /etc/hermetic/hermeticd.toml)"
+                "{message} (--local takes profiles and the helper from the hermeticd \
+                 config named by `local.daemon_config` in the client settings, default \
+                 /etc/hermetic/hermeticd.toml, and images from that daemon's image store)"
             ),
         },
         e => e,
@@ -261,6 +274,11 @@ async fn collect(
         }
         outputs = download::outputs(backend, f, r, &out_dir).await?;
     }
+    let repro = match job.check_repro {
+        Some(_) => Some(crate::repro::fetch(backend, f, &resp, &meta).await?),
+        None => None,
+    };
+    let attestation = crate::provenance::download(backend, f, &resp, &meta).await?;
     let ran =
         result.is_some() && (code == tonic::Code::Ok || code == tonic::Code::DeadlineExceeded);
     let (outcome, exit) = if flags.timed_out || code == tonic::Code::DeadlineExceeded {
@@ -276,7 +294,11 @@ async fn collect(
         ("error", e.exit_code())
     } else {
         let step = result.map_or(-1, |r| r.exit_code);
+        let not_reproducible = repro
+            .as_ref()
+            .is_some_and(|r| r.reproducible == Some(false));
         match u8::try_from(step) {
+            Ok(0) if not_reproducible => ("not_reproducible", code::NOT_REPRODUCIBLE),
             Ok(c) => (if c == 0 { "completed" } else { "failed" }, c),
             Err(_) => ("error", code::INFRA),
         }
@@ -315,6 +337,8 @@ async fn collect(
         stdout,
         stderr,
         execution_log,
+        repro,
+        attestation,
         bytes_uploaded: progress.bytes_uploaded(),
         elapsed_ms: progress.elapsed().as_millis() as u64,
     };
@@ -374,6 +398,27 @@ fn print(json: bool, r: &RunReport) -> Result<()> {
             ),
         };
     }
+    if let Some(c) = &r.repro {
+        let verdict = match c.reproducible {
+            Some(true) => "reproducible (every run gave the same outputs)".to_owned(),
+            Some(false) => format!(
+                "NOT reproducible: {} path(s) differ: {}",
+                c.differing_paths.len(),
+                c.differing_paths.join(", ")
+            ),
+            None if r.cache_hit => {
+                "cached result: the check is not re-run (--no-cache to re-check)".to_owned()
+            }
+            None => "not checked (the runs did not complete)".to_owned(),
+        };
+        let _ = writeln!(e, "reproducibility {verdict}");
+        if c.reproducible == Some(false) {
+            let _ = writeln!(e, "{}", c.text.trim_end());
+        }
+        if let Some(p) = &c.report_text {
+            let _ = writeln!(e, "repro report   {}", p.display());
+        }
+    }
     for m in &r.missing_outputs {
         let _ = writeln!(e, "missing        {m}  (declared, not produced)");
     }
@@ -382,6 +427,10 @@ fn print(json: bool, r: &RunReport) -> Result<()> {
         ("stdout", &r.stdout),
         ("stderr", &r.stderr),
         ("execution log", &r.execution_log),
+        ("provenance", &r.attestation.provenance),
+        ("sbom", &r.attestation.sbom_cyclonedx),
+        ("sbom", &r.attestation.sbom_spdx),
+        ("keyring", &r.attestation.keyring),
     ] {
         if let Some(p) = show_path(p) {
             let _ = writeln!(e, "{label:<15}{p}");

@@ -1,6 +1,7 @@
 //! `hermetic status`: daemon health, capabilities, the sandbox features in
 //! force on its host, the queue, images, profiles and the store.
 
+use std::collections::BTreeMap;
 use std::io::Write;
 
 use bazel_remote_apis::build::bazel::remote::execution::v2::ServerCapabilities;
@@ -78,7 +79,12 @@ fn to_json(address: &str, caps: &ServerCapabilities, s: &GetStatusResponse) -> s
 }
 
 /// Human-readable lines.
-fn render(address: &str, caps: &ServerCapabilities, s: &GetStatusResponse) -> String {
+fn render(
+    address: &str,
+    caps: &ServerCapabilities,
+    s: &GetStatusResponse,
+    aliases: &BTreeMap<String, Vec<String>>,
+) -> String {
     let sb = s.sandbox.clone().unwrap_or_default();
     let q = s.queue.unwrap_or_default();
     let store = s.store.unwrap_or_default();
@@ -166,15 +172,19 @@ fn render(address: &str, caps: &ServerCapabilities, s: &GetStatusResponse) -> St
             name.to_owned()
         }
     };
-    let images: Vec<String> = s.images.iter().map(|i| mark(i, &s.default_image)).collect();
-    line(
-        "images",
-        if images.is_empty() {
-            "none".into()
-        } else {
-            images.join(", ")
-        },
-    );
+    if s.images.is_empty() {
+        line("images", "none".into());
+    }
+    for digest in &s.images {
+        let names = aliases
+            .get(digest)
+            .map(|a| a.join(", "))
+            .unwrap_or_default();
+        line(
+            "image",
+            format!("{} {names}", mark(digest, &s.default_image)),
+        );
+    }
     for p in &s.profiles {
         line(
             "profile",
@@ -192,10 +202,27 @@ fn render(address: &str, caps: &ServerCapabilities, s: &GetStatusResponse) -> St
     o
 }
 
+/// Image digest -> aliases, from `hermetic.v1.Images/List` (empty when the
+/// daemon does not serve it).
+async fn image_aliases(remote: &crate::remote::Remote) -> BTreeMap<String, Vec<String>> {
+    let list = hermetic_proto::ImagesClient::new(remote.channel())
+        .list(hermetic_proto::v1::ListImagesRequest {})
+        .await;
+    list.map(|r| {
+        r.into_inner()
+            .images
+            .into_iter()
+            .map(|i| (i.digest, i.aliases))
+            .collect()
+    })
+    .unwrap_or_default()
+}
+
 /// Runs `hermetic status`.
 pub async fn status(g: &Globals) -> Result<u8> {
     let mut remote = g.connect(None).await?;
     let caps = remote.capabilities(None).await?;
+    let aliases = image_aliases(&remote).await;
     let s = remote.status().await.map_err(|e| match e {
         Error::Rpc {
             status_code: tonic::Code::Unimplemented,
@@ -213,7 +240,7 @@ pub async fn status(g: &Globals) -> Result<u8> {
             .map_err(|e| Error::Infra(format!("status does not serialize: {e}")))?
             + "\n"
     } else {
-        render(&address, &caps, &s)
+        render(&address, &caps, &s, &aliases)
     };
     std::io::stdout()
         .lock()

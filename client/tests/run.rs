@@ -202,7 +202,15 @@ fn a_job_file_runs_like_flags() {
         &std::fs::read(work.join("out/.hermetic/execution-log.json")).unwrap(),
     )
     .unwrap();
-    assert_eq!(log["image"], "busybox");
+    // The alias was resolved: the action pins the image by digest.
+    assert!(
+        log["image"]
+            .as_str()
+            .unwrap()
+            .starts_with("hermetic-image:blake3:"),
+        "{log}"
+    );
+    assert_eq!(log["image_defaulted"], false);
     assert_eq!(log["timeout_ms"], 30000);
 }
 
@@ -252,7 +260,7 @@ fn status_shows_the_sandbox_features() {
         "cgroup",
         "namespaces",
         "queue",
-        "busybox (default)",
+        "(default) busybox",
         "strict",
         "REAPI 2.0..2.3",
     ] {

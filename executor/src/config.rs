@@ -80,12 +80,24 @@ pub struct Config {
     /// Profile used when an action names none with `hermetic-profile`.
     /// Default: `strict`.
     pub default_profile: Option<String>,
-    /// Base images, by the name the `container-image` platform property
-    /// selects, each a root filesystem directory. Default: none.
+    /// Images imported into the image store at start-up, alias -> path:
+    /// an OCI layout (directory or tar), a docker archive, a rootfs tarball
+    /// or a root filesystem directory. Each is imported (an image already
+    /// stored is not duplicated), its alias pointed at it and, unless an
+    /// admin already recorded a decision, marked trusted by `config`.
+    /// Actions still name them by digest. Default: none.
     pub images: BTreeMap<String, PathBuf>,
     /// Image used when an action names none (older clients send an empty
-    /// platform). Default: none (such actions fail with FAILED_PRECONDITION).
+    /// platform): an alias or a digest, resolved to a digest at start-up.
+    /// Default: none (such actions fail with FAILED_PRECONDITION).
     pub default_image: Option<String>,
+    /// Run actions only on images an admin marked trusted
+    /// (`hermetic image trust`). Default: true.
+    pub require_trusted_images: Option<bool>,
+    /// The image store (imported base images, aliases, trust records).
+    /// Default: `images` in the state directory. `hermetic run --local`
+    /// uses the daemon's.
+    pub image_store: Option<PathBuf>,
     /// Upper bound on an action's timeout in seconds; longer requests are
     /// capped. Default 0: 3600.
     pub max_action_timeout_secs: u64,
@@ -108,6 +120,8 @@ pub struct Config {
     pub quotas: crate::sched::QuotaConfig,
     /// Log lines: `"text"` (default) or `"json"` (one object per line).
     pub log_format: LogFormat,
+    /// Signed provenance, SBOMs and the transparency log.
+    pub provenance: ProvenanceConfig,
 }
 
 /// How log lines are written.
@@ -144,6 +158,39 @@ impl MetricsConfig {
             .next()
             .map(Some)
             .ok_or_else(|| ConfigError::Invalid(format!("metrics.listen {text:?}: no address")))
+    }
+}
+
+/// Provenance settings. Keys and log live in `<state_dir>/attest`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ProvenanceConfig {
+    /// This host's builder identity, a URI (SLSA `runDetails.builder.id`).
+    /// Default: `https://HOSTNAME/hermeticd`.
+    pub builder_id: Option<String>,
+    /// The transparency log's origin (the first line of its checkpoints),
+    /// a schema-less URL. It is fixed when the log is created: the daemon
+    /// refuses to open a log under another origin. Default:
+    /// `HOSTNAME/hermeticd/log`.
+    pub log_origin: Option<String>,
+    /// List every input file (path, SHA-256, BLAKE3) in the provenance's
+    /// `resolvedDependencies`. Default false: the input root's digest only.
+    pub record_inputs: bool,
+}
+
+impl ProvenanceConfig {
+    /// The builder id on `host`.
+    pub fn builder_id(&self, host: &str) -> String {
+        self.builder_id
+            .clone()
+            .unwrap_or_else(|| format!("https://{host}/hermeticd"))
+    }
+
+    /// The log origin on `host`.
+    pub fn log_origin(&self, host: &str) -> String {
+        self.log_origin
+            .clone()
+            .unwrap_or_else(|| format!("{host}/hermeticd/log"))
     }
 }
 
@@ -297,14 +344,6 @@ impl Config {
             }
         }
         self.metrics.address()?;
-        if let Some(image) = &self.default_image
-            && !self.images.contains_key(image)
-        {
-            return Err(ConfigError::Invalid(format!(
-                "default_image {image:?} is not one of the configured images: {:?}",
-                self.images.keys().collect::<Vec<_>>()
-            )));
-        }
         for (name, root) in &self.images {
             if !root.is_absolute() {
                 return Err(ConfigError::Invalid(format!(
@@ -329,6 +368,18 @@ impl Config {
             .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/state")))
             .unwrap_or_else(|| PathBuf::from("/tmp"));
         base.join("hermetic")
+    }
+
+    /// The image store directory.
+    pub fn image_store(&self) -> PathBuf {
+        self.image_store
+            .clone()
+            .unwrap_or_else(|| self.state_dir().join("images"))
+    }
+
+    /// Whether actions need trusted images.
+    pub fn require_trusted_images(&self) -> bool {
+        self.require_trusted_images.unwrap_or(true)
     }
 
     /// The addresses to serve on.

@@ -12,10 +12,14 @@
 //! - [`exec`]: preparing, staging, running (through the helper) and
 //!   collecting actions; the engine with its queue and operations.
 //! - [`service`]: the gRPC services, thin wrappers over the above.
+//! - [`images`]: the base-image store, digest references, trust, and the
+//!   `hermetic.v1.Images` service.
 //! - [`sched`]: fair scheduling between principals, quotas.
 //! - [`server`]: start-up and [`server::serve`].
 //! - [`local`]: daemonless execution on a private state directory.
 //! - [`metrics`]: Prometheus metrics and their HTTP endpoint.
+//! - [`provenance`]: signed provenance, SBOMs and the transparency log of
+//!   every executed action; the `hermetic.v1.Provenance` service.
 //! - [`systemd`]: readiness notification and socket activation.
 //!
 //! # Clients on the Unix socket
@@ -30,8 +34,10 @@ pub mod config;
 pub mod digest;
 pub mod error;
 pub mod exec;
+pub mod images;
 pub mod local;
 pub mod metrics;
+pub mod provenance;
 pub mod sched;
 pub mod server;
 pub mod service;

@@ -9,6 +9,10 @@
 //! would (the operation stream carries the same
 //! `google.longrunning.Operation` values), then reads the outputs back.
 //!
+//! Images come from the daemon's image store (its `image_store`, by default
+//! `images` in the daemon's state directory), so a local run pins the same
+//! image digests as the daemon and gives the same action digest.
+//!
 //! The state directory must not be a running daemon's: opening it clears
 //! per-action work directories. [`Local::open`] takes an exclusive lock on
 //! it (`local.lock`), so concurrent local runs queue rather than collide.
@@ -72,6 +76,9 @@ impl Local {
     /// config's own `state_dir` and `listen` are ignored). Blocks while
     /// another local run holds the directory.
     pub async fn open(mut config: Config, state_dir: &Path) -> Result<Local> {
+        // The daemon's image store, not a private one: local runs use the
+        // images (and digests) the daemon has.
+        config.image_store = Some(config.image_store());
         config.state_dir = Some(state_dir.to_owned());
         config.listen = Vec::new();
         config
@@ -92,6 +99,16 @@ impl Local {
     /// The state directory.
     pub fn state_dir(&self) -> &Path {
         &self.state_dir
+    }
+
+    /// The image an alias or digest form names, from the image store the
+    /// local run shares with the daemon.
+    pub async fn resolve_image(&self, name: &str) -> Result<crate::images::ImageInfo> {
+        let (images, name) = (
+            self.daemon.ctx.engine.choices().images.clone(),
+            name.to_owned(),
+        );
+        crate::cas::blocking(move || images.resolve(&name)).await
     }
 
     /// The subset of `keys` not stored.
@@ -189,6 +206,7 @@ mod tests {
         let mut config = Config::default();
         config.cas.no_fsync = true;
         config.profiles_dir = Some(dir.path().join("no-profiles"));
+        config.image_store = Some(dir.path().join("images"));
         std::fs::create_dir(dir.path().join("no-profiles")).unwrap();
         let local = Local::open(config.clone(), &state).await.unwrap();
         let f = DigestFunction::Blake3;

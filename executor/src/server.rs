@@ -94,6 +94,30 @@ fn load_profiles(dir: Option<PathBuf>) -> Result<BTreeMap<String, Arc<Profile>>>
         .collect())
 }
 
+/// Opens the image store, imports the configured images and resolves the
+/// default image to a digest.
+fn open_images(
+    config: &Config,
+    fsync: bool,
+) -> Result<(
+    Arc<crate::images::ImageStore>,
+    Option<crate::images::ImageDigest>,
+)> {
+    let images = crate::images::ImageStore::open(&config.image_store(), fsync)?;
+    crate::images::configured::import_all(&images, &config.images)?;
+    let default_image = match &config.default_image {
+        Some(name) => {
+            let info = images
+                .resolve(name)
+                .map_err(|e| Error::FailedPrecondition(format!("default_image {name:?}: {e}")))?;
+            info!(image = %info.digest, "default image");
+            Some(info.digest)
+        }
+        None => None,
+    };
+    Ok((Arc::new(images), default_image))
+}
+
 impl Daemon {
     /// The metrics registry: counters, histograms and live values.
     pub fn metrics_registry(&self) -> prometheus_client::registry::Registry {
@@ -115,10 +139,16 @@ impl Daemon {
         }
         std::fs::create_dir_all(&actions_dir).map_err(Error::io("create", &actions_dir))?;
         let profiles = load_profiles(config.profiles_dir())?;
+        let (images, default_image) = open_images(&config, fsync)?;
         let helper = config.sandbox_helper();
         info!(helper = %helper.display(), mode = ?config.sandbox_mode, "sandbox helper");
         let kill_grace = Duration::from_secs(5);
         let metrics = Arc::new(crate::metrics::Metrics::default());
+        let provenance = Arc::new(crate::provenance::Provenance::open(
+            &state_dir,
+            &config.provenance,
+            &host_name(),
+        )?);
         let settings = EngineSettings {
             run_env: RunEnv {
                 store: store.clone(),
@@ -129,10 +159,12 @@ impl Daemon {
                 pool: Arc::new(crate::exec::dirpool::DirPool::open(&state_dir)?),
                 cgroup_parent: config.cgroup_parent.clone(),
                 metrics: metrics.clone(),
+                provenance,
             },
             choices: Choices {
-                images: config.images.clone(),
-                default_image: config.default_image.clone(),
+                images: images.clone(),
+                default_image,
+                require_trusted_images: config.require_trusted_images(),
                 profiles,
                 default_profile: config.default_profile().to_owned(),
             },
@@ -179,11 +211,13 @@ impl Daemon {
         let reflection_v1 = tonic_reflection::server::Builder::configure()
             .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
             .register_encoded_file_descriptor_set(hermetic_proto::REAPI_FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(hermetic_proto::FILE_DESCRIPTOR_SET)
             .build_v1()
             .expect("the bundled descriptors are valid");
         let reflection_v1alpha = tonic_reflection::server::Builder::configure()
             .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
             .register_encoded_file_descriptor_set(hermetic_proto::REAPI_FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(hermetic_proto::FILE_DESCRIPTOR_SET)
             .build_v1alpha()
             .expect("the bundled descriptors are valid");
         let mut builder = Routes::builder();
@@ -205,6 +239,12 @@ impl Daemon {
             .add_service(OperationsServer::new(OperationsService::new(ctx.clone())))
             .add_service(hermetic_proto::StatusServer::new(
                 crate::service::status_service::StatusService::new(ctx.clone()),
+            ))
+            .add_service(hermetic_proto::ImagesServer::new(
+                crate::images::service::ImagesService::new(ctx.clone()),
+            ))
+            .add_service(hermetic_proto::ProvenanceServer::new(
+                crate::provenance::service::ProvenanceService::new(ctx.clone()),
             ))
             .add_service(health)
             .add_service(reflection_v1)

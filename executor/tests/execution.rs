@@ -322,7 +322,14 @@ async fn runs_collects_outputs_and_caches() {
                 .unwrap()
                 .starts_with("sha256:")
         );
-        assert_eq!(log["image"], "busybox");
+        // The default image, pinned by digest.
+        assert!(
+            log["image"]
+                .as_str()
+                .unwrap()
+                .starts_with("hermetic-image:blake3:"),
+            "{log}"
+        );
         assert_eq!(log["image_defaulted"], true);
         assert_eq!(log["exit_code"], 0);
 

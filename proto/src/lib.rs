@@ -3,6 +3,12 @@
 //! - `hermetic.v1.Status` ([`StatusClient`], [`StatusServer`]): daemon health, the sandbox
 //!   features in force on the host, the queue, images and profiles; what
 //!   `hermetic status` shows.
+//! - `hermetic.v1.Images` ([`ImagesClient`], [`ImagesServer`]): base images
+//!   (import, list, inspect, remove, trust); what `hermetic image` drives.
+//! - `hermetic.v1.Provenance` ([`ProvenanceClient`], [`ProvenanceServer`]):
+//!   signed provenance bundles and SBOMs of executed actions, the public
+//!   keyring, transparency-log checkpoints and consistency proofs, key
+//!   rotation and revocation.
 //!
 //! [`FILE_DESCRIPTOR_SET`] holds the encoded descriptors of every
 //! `hermetic.v1` file, for gRPC reflection.
@@ -15,6 +21,11 @@ pub mod v1 {
 
 pub use v1::status_client::StatusClient;
 pub use v1::status_server::{Status, StatusServer};
+
+pub use v1::images_client::ImagesClient;
+pub use v1::images_server::{Images, ImagesServer};
+pub use v1::provenance_client::ProvenanceClient;
+pub use v1::provenance_server::{Provenance, ProvenanceServer};
 
 /// The encoded `FileDescriptorSet` of `hermetic/v1/*.proto`.
 pub const FILE_DESCRIPTOR_SET: &[u8] =

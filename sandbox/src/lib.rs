@@ -29,6 +29,7 @@ pub mod mounts;
 pub mod net;
 pub mod outputs;
 pub mod profile;
+pub mod rootmode;
 pub mod run;
 pub mod seccomp;
 pub mod spec;

@@ -21,9 +21,7 @@ use crate::status::{LimitsInForce, Outcome, Restrictions, Status};
 /// Namespaces the sandbox creates, by their `/proc/self/ns` names.
 pub const NAMESPACES: &[&str] = &["user", "mnt", "pid", "net", "ipc", "uts", "cgroup", "time"];
 
-/// Host uid base for sandbox ids when the helper runs as root: sandbox uid
-/// N maps to host uid `HOST_ID_BASE + N`, an unprivileged range.
-pub const HOST_ID_BASE: u32 = 100_000;
+pub use crate::rootmode::HOST_ID_BASE;
 
 static CANCELLED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
@@ -67,6 +65,20 @@ pub fn host_ids(user: &crate::profile::User) -> (u32, u32) {
             nix::unistd::getegid().as_raw(),
         )
     }
+}
+
+/// Root mode's preconditions ([`crate::rootmode`]): the capabilities, and
+/// host ids nobody else owns, checked once per id pair for the life of the
+/// process (a supervisor checks at its first action with that user).
+fn check_root_mode_once(ids: (u32, u32)) -> Result<(), String> {
+    static CHECKED: std::sync::Mutex<Vec<(u32, u32)>> = std::sync::Mutex::new(Vec::new());
+    let mut checked = CHECKED.lock().unwrap_or_else(|p| p.into_inner());
+    if !checked.contains(&ids) {
+        crate::rootmode::check_capabilities()?;
+        crate::rootmode::check_unassigned(ids.0, ids.1)?;
+        checked.push(ids);
+    }
+    Ok(())
 }
 
 /// Runs one spec to completion. Never panics on bad input: every failure is
@@ -187,6 +199,9 @@ fn run_inner(
     let host_ids = host_ids(&profile.user);
     if host_ids.0 == 0 || host_ids.1 == 0 {
         return Err("refusing to map sandbox ids to host uid or gid 0".into());
+    }
+    if root_mode {
+        check_root_mode_once(host_ids)?;
     }
     let mut guard = Guard {
         cgroup: None,

@@ -201,15 +201,41 @@ fn respond(out: &mut impl Write, id: u64, status: &Status) -> std::io::Result<()
     out.flush()
 }
 
+/// In a new runner: SIGTERM (which cancels, tearing the sandbox down) when
+/// the supervisor dies, also if it died before this call; and the
+/// supervisor's protocol stream replaced by /dev/null, so that nothing the
+/// runner or a spec asking for inherited stdio writes can corrupt it, and
+/// the daemon sees end-of-file as soon as the supervisor itself is gone.
+fn detach_runner(supervisor: nix::unistd::Pid) {
+    let _ = nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGTERM);
+    if nix::unistd::getppid() != supervisor {
+        let _ = nix::sys::signal::raise(nix::sys::signal::Signal::SIGTERM);
+    }
+    if let Ok(null) = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/null")
+    {
+        use std::os::fd::AsRawFd as _;
+        for fd in [libc::STDIN_FILENO, libc::STDOUT_FILENO] {
+            // SAFETY: dup2 onto the standard descriptors of this
+            // single-threaded process; `null` stays open until after.
+            unsafe { libc::dup2(null.as_raw_fd(), fd) };
+        }
+    }
+}
+
 /// Forks a runner for one spec; its status comes back through a pipe.
 fn start(spec: &Spec, prepared: &crate::run::Prepared) -> Result<Running, String> {
     let (r, w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
         .map_err(|e| format!("pipe failed: {e}"))?;
+    let supervisor = nix::unistd::getpid();
     // SAFETY: the supervisor is single-threaded; the child runs the spec and
     // ends in _exit.
     match unsafe { nix::unistd::fork() }.map_err(|e| format!("fork failed: {e}"))? {
         nix::unistd::ForkResult::Child => {
             drop(r);
+            detach_runner(supervisor);
             // Report first (closing the pipe ends the message), clean up after.
             let mut w = Some(w);
             crate::run::run_prepared(spec, Some(prepared), |status| {

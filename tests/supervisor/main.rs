@@ -2,6 +2,9 @@
 //! on one pipe, statuses out in completion order, bad lines answered, a
 //! long action cancelled while short ones complete around it.
 //!
+//! Also: a killed supervisor takes its sandboxes along; root mode without a
+//! capability it needs refuses to start.
+//!
 //! Needs root (the strict profile's cgroup limits); prints a SKIP line
 //! otherwise, and fails instead when CI=true.
 
@@ -56,12 +59,10 @@ fn spec(base: &Path, n: u32, script: &str) -> Spec {
     }
 }
 
-#[test]
-fn specs_in_statuses_out_with_cancel_and_bad_lines() {
-    if !root_or_skip() {
-        return;
-    }
-    let base = std::env::temp_dir().join(format!("hermetic-supervisor-{}", std::process::id()));
+/// A fresh directory holding a busybox `rootfs`.
+fn base_with_rootfs(name: &str) -> PathBuf {
+    let base =
+        std::env::temp_dir().join(format!("hermetic-supervisor-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&base);
     std::fs::create_dir_all(&base).unwrap();
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/busybox-rootfs.sh");
@@ -73,14 +74,126 @@ fn specs_in_statuses_out_with_cancel_and_bad_lines() {
         built.success(),
         "scripts/busybox-rootfs.sh failed (apt-get install busybox-static)"
     );
+    base
+}
 
-    let mut sup = Command::new(target_dir().join("hermetic-sandbox"))
+fn start_supervisor() -> std::process::Child {
+    Command::new(target_dir().join("hermetic-sandbox"))
         .arg("--supervisor")
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
-        .expect("start the supervisor (cargo build -p hermetic-sandbox)");
+        .expect("start the supervisor (cargo build -p hermetic-sandbox)")
+}
+
+/// Pids of processes whose command line contains `needle`.
+fn processes_with(needle: &str) -> Vec<u32> {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| {
+                String::from_utf8_lossy(&c)
+                    .replace('\0', " ")
+                    .contains(needle)
+            })
+        })
+        .collect()
+}
+
+/// Polls `done` every 50 ms for up to two minutes (a bound for a stuck
+/// test, not a timing assertion).
+fn eventually(mut done: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while Instant::now() < deadline {
+        if done() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    false
+}
+
+#[test]
+fn a_dying_supervisor_takes_its_sandboxes_along() {
+    if !root_or_skip() {
+        return;
+    }
+    let base = base_with_rootfs("death");
+    let mut sup = start_supervisor();
+    let mut input = sup.stdin.take().unwrap();
+    let output = sup.stdout.take().unwrap();
+    // A marker no other process on the machine has in its command line.
+    let marker = format!("sleep 7{}", std::process::id());
+    let line = serde_json::json!({"id": 1, "spec": spec(&base, 1, &marker)}).to_string();
+    input.write_all(format!("{line}\n").as_bytes()).unwrap();
+    input.flush().unwrap();
+    assert!(
+        eventually(|| !processes_with(&marker).is_empty()),
+        "the step never started"
+    );
+
+    sup.kill().unwrap();
+    sup.wait().unwrap();
+    // The daemon reading the supervisor's stdout sees end-of-file although
+    // a runner outlives the supervisor for a moment: no runner holds it.
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut rest = Vec::new();
+        let _ = std::io::Read::read_to_end(&mut { output }, &mut rest);
+        let _ = tx.send(rest);
+    });
+    let rest = rx
+        .recv_timeout(Duration::from_secs(120))
+        .expect("the supervisor's stdout stayed open after it died");
+    assert!(rest.is_empty(), "unexpected output: {rest:?}");
+    // The runner cancels its action: the step is killed and its scratch
+    // directory removed.
+    assert!(
+        eventually(|| processes_with(&marker).is_empty()),
+        "the step outlived its supervisor: {:?}",
+        processes_with(&marker)
+    );
+    assert!(
+        eventually(|| !base.join("scratch-1").exists()),
+        "scratch-1 left behind"
+    );
+    drop(input);
+    std::fs::remove_dir_all(&base).unwrap();
+}
+
+#[test]
+fn root_mode_without_a_needed_capability_refuses_to_start_a_sandbox() {
+    if !root_or_skip() {
+        return;
+    }
+    let base = base_with_rootfs("caps");
+    // Root, but CAP_KILL gone from the bounding set, hence from the
+    // permitted and effective sets after exec: the helper could not stop
+    // the sandbox at its deadline, so it must not start one.
+    let out = Command::new("setpriv")
+        .args(["--bounding-set", "-kill", "--"])
+        .arg(target_dir().join("hermetic-sandbox"))
+        .arg("--rootfs")
+        .arg(base.join("rootfs"))
+        .args(["--", "/bin/true"])
+        .output()
+        .expect("setpriv (util-linux)");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(125), "{stderr}");
+    assert!(stderr.contains("CAP_KILL"), "{stderr}");
+    std::fs::remove_dir_all(&base).unwrap();
+}
+
+#[test]
+fn specs_in_statuses_out_with_cancel_and_bad_lines() {
+    if !root_or_skip() {
+        return;
+    }
+    let base = base_with_rootfs("cancel");
+    let mut sup = start_supervisor();
     let mut input = sup.stdin.take().unwrap();
     let mut output = BufReader::new(sup.stdout.take().unwrap());
     let send = |input: &mut std::process::ChildStdin, line: String| {

@@ -246,6 +246,20 @@ pub fn required(path: &str) -> Access {
     if path.starts_with("/hermetic.v1.Status/") {
         return Access::AnyRole;
     }
+    // Reading images and provenance is for builders and auditors; importing,
+    // trusting and removing images and rotating or revoking keys is admin.
+    match path {
+        "/hermetic.v1.Images/List" | "/hermetic.v1.Images/Inspect" => {
+            return Access::OneOf(&[Submit, Read]);
+        }
+        "/hermetic.v1.Provenance/GetProvenance"
+        | "/hermetic.v1.Provenance/GetKeyring"
+        | "/hermetic.v1.Provenance/GetCheckpoint"
+        | "/hermetic.v1.Provenance/GetConsistencyProof" => {
+            return Access::OneOf(&[Submit, Read]);
+        }
+        _ => {}
+    }
     if let Some(m) = path.strip_prefix(REAPI) {
         return match m {
             "Capabilities/GetCapabilities" => Access::AnyRole,
@@ -398,6 +412,16 @@ mod tests {
         assert!(err.needed.contains("separation of duties"), "{err}");
         // Unknown methods need admin; admin may do everything.
         let admin_only = "/hermetic.v1.Images/Import";
+        assert!(
+            policy
+                .authorize(&unix(7, 7), "/hermetic.v1.Images/List")
+                .is_ok()
+        );
+        assert!(
+            policy
+                .authorize(&unix(5, 100), "/hermetic.v1.Provenance/RotateKey")
+                .is_err()
+        );
         assert!(policy.authorize(&unix(8, 8), admin_only).is_err());
         assert!(policy.authorize(&unix(0, 0), admin_only).is_ok());
         assert!(policy.authorize(&unix(0, 0), update).is_ok());

@@ -347,6 +347,7 @@ impl Engine {
             let _ = settled.wait_for(|s| *s).await;
         }
         // One trip to a blocking thread: the Action, the cache, preparation.
+        let prov = self.provenance().clone();
         let (store, ac, choices, limits, name, skip) = (
             self.store.clone(),
             self.action_cache.clone(),
@@ -364,6 +365,9 @@ impl Engine {
                 metrics.cache_lookup(found.is_some());
                 if let Some(mut r) = found {
                     inline_result(&store, key.function, &mut r, &inline)?;
+                    if let Err(e) = prov.refresh_in_result(&store, key.function, &mut r) {
+                        warn!(cause = %e, "cannot refresh the provenance of a cached result");
+                    }
                     return Ok(Looked::Hit(Box::new(r)));
                 }
             }
@@ -419,13 +423,23 @@ impl Engine {
         Ok(op)
     }
 
+    /// Keys and transparency log.
+    pub fn provenance(&self) -> &Arc<crate::provenance::Provenance> {
+        &self.settings.run_env.provenance
+    }
+
     fn cached(&self, key: BlobKey, result: ActionResult) -> Arc<Operation> {
         let op = Operation::new(key);
+        // The original execution's provenance documents.
+        let server_logs = crate::provenance::from_result(&result)
+            .map(|r| crate::provenance::server_logs(&r))
+            .unwrap_or_default();
         self.finish(
             &op,
             ExecuteResponse {
                 result: Some(result),
                 cached_result: true,
+                server_logs,
                 status: Some(crate::error::ok_status()),
                 ..Default::default()
             },
@@ -503,7 +517,17 @@ impl Engine {
         // Execute waits for it (see `execute_in`) instead of missing.
         if let Some(result) = to_cache {
             let (ac, (instance, key)) = (self.action_cache.clone(), flight.clone());
-            if let Err(e) = blocking(move || ac.put_in(&instance, &key, &result)).await {
+            let (images, image) = (
+                self.settings.choices.images.clone(),
+                prepared.selection.image_digest.clone(),
+            );
+            // The image's reference first, so that Remove never misses a
+            // cached result that ran on it.
+            let write = blocking(move || {
+                images.record_use(&image, &instance, &key)?;
+                ac.put_in(&instance, &key, &result)
+            });
+            if let Err(e) = write.await {
                 warn!(cause = %e, "cannot write the action cache");
             }
         }

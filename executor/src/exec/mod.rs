@@ -8,6 +8,7 @@ pub mod helper;
 pub mod log;
 pub mod outputs;
 pub mod platform;
+pub mod repro;
 pub mod runner;
 pub mod staging;
 pub mod supervisor;

@@ -4,6 +4,12 @@
 //!
 //! Every property is either honoured or refused: an unknown name is
 //! INVALID_ARGUMENT, never silently ignored.
+//!
+//! `container-image` takes a digest only (see [`crate::images::reference`]):
+//! `hermetic-image:blake3:<64 hex>` (or the sha256 form), naming an image of
+//! the daemon's store. Aliases are resolved by the client before it builds
+//! the action, so no alias is ever part of an action key. With
+//! `require_trusted_images` the image must be trusted.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -13,6 +19,7 @@ use bazel_remote_apis::build::bazel::remote::execution::v2::Platform;
 use hermetic_sandbox::profile::Profile;
 
 use crate::error::{Error, Result};
+use crate::images::{ImageDigest, ImageLease, ImageStore};
 
 /// The property selecting the base image.
 pub const CONTAINER_IMAGE: &str = "container-image";
@@ -28,12 +35,14 @@ pub const OS_FAMILY: &str = "OSFamily";
 pub const ISA: &str = "ISA";
 
 /// Images and profiles an action may choose from.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct Choices {
-    /// Image name → root filesystem.
-    pub images: BTreeMap<String, PathBuf>,
-    /// The image used when none is named.
-    pub default_image: Option<String>,
+    /// The image store.
+    pub images: Arc<ImageStore>,
+    /// The image used when an action names none (resolved at start-up).
+    pub default_image: Option<ImageDigest>,
+    /// Refuse images without a trust record saying trusted.
+    pub require_trusted_images: bool,
     /// Profile name → validated profile.
     pub profiles: BTreeMap<String, Arc<Profile>>,
     /// The profile used when none is named.
@@ -43,16 +52,22 @@ pub struct Choices {
 /// What an action runs on.
 #[derive(Debug, Clone)]
 pub struct Selection {
-    /// The image's name.
+    /// The image, pinned form (`hermetic-image:blake3:HEX`).
     pub image: String,
-    /// Its root filesystem.
+    /// The image's BLAKE3 digest.
+    pub image_digest: ImageDigest,
+    /// Its root filesystem in the store.
     pub rootfs: PathBuf,
+    /// Keeps the image from being removed while the action exists.
+    pub image_lease: ImageLease,
     /// Whether the daemon's default was used because the client named none.
     pub image_defaulted: bool,
     /// The profile.
     pub profile: Arc<Profile>,
     /// The profile's digest.
     pub profile_digest: String,
+    /// A reproducibility check, when the platform asks for one.
+    pub repro: Option<crate::exec::repro::Request>,
 }
 
 /// ISA names accepted for this machine.
@@ -70,6 +85,7 @@ impl Choices {
         let mut image = None;
         let mut profile = None;
         let mut memory = None;
+        let mut repro = crate::exec::repro::Properties::default();
         let mut seen = std::collections::HashSet::new();
         for p in platform
             .map(|p| p.properties.as_slice())
@@ -110,38 +126,18 @@ impl Choices {
                         )));
                     }
                 }
+                name if repro.accepts(name) => repro.set(name, &p.value)?,
                 other => {
                     return Err(Error::InvalidArgument(format!(
                         "unsupported platform property {other:?}; supported: {CONTAINER_IMAGE}, \
-                         {HERMETIC_PROFILE}, {HERMETIC_MEMORY}, {OS_FAMILY}, {ISA}"
+                         {HERMETIC_PROFILE}, {HERMETIC_MEMORY}, {OS_FAMILY}, {ISA}, {}",
+                        crate::exec::repro::PROPERTIES.join(", ")
                     )));
                 }
             }
         }
-        let accepted = || {
-            let names: Vec<&str> = self.images.keys().map(String::as_str).collect();
-            if names.is_empty() {
-                "none are configured".to_owned()
-            } else {
-                format!("accepted: {}", names.join(", "))
-            }
-        };
         let image_defaulted = image.is_none();
-        let image = match image.or_else(|| self.default_image.clone()) {
-            Some(i) => i,
-            None => {
-                return Err(Error::FailedPrecondition(format!(
-                    "the action names no {CONTAINER_IMAGE} and no default image is configured; {}",
-                    accepted()
-                )));
-            }
-        };
-        let rootfs = self.images.get(&image).cloned().ok_or_else(|| {
-            Error::FailedPrecondition(format!(
-                "{CONTAINER_IMAGE} {image:?} is not an image of this daemon; {}",
-                accepted()
-            ))
-        })?;
+        let (image, rootfs, image_lease) = self.select_image(image)?;
         let profile_name = profile.unwrap_or_else(|| self.default_profile.clone());
         let mut profile = self.profiles.get(&profile_name).cloned().ok_or_else(|| {
             let names: Vec<&str> = self.profiles.keys().map(String::as_str).collect();
@@ -157,12 +153,66 @@ impl Choices {
             profile = Arc::new(limited);
         }
         Ok(Selection {
-            image,
+            image: image.to_string(),
+            image_digest: image,
             rootfs,
+            image_lease,
             image_defaulted,
             profile_digest: profile.digest(),
             profile,
+            repro: repro.request()?,
         })
+    }
+}
+
+impl Choices {
+    /// The image an action runs on: the one it names by digest, else the
+    /// default; stored, trusted when trust is required, and leased.
+    fn select_image(&self, named: Option<String>) -> Result<(ImageDigest, PathBuf, ImageLease)> {
+        let digest = match named {
+            Some(value) => ImageDigest::parse(&value)
+                .map_err(|e| Error::FailedPrecondition(format!("{CONTAINER_IMAGE}: {e}")))?
+                .ok_or_else(|| {
+                    let aliases: Vec<String> = self
+                        .images
+                        .list()
+                        .unwrap_or_default()
+                        .into_iter()
+                        .flat_map(|i| i.aliases)
+                        .collect();
+                    Error::FailedPrecondition(format!(
+                        "{CONTAINER_IMAGE} {value:?} is not an image digest: actions name images \
+                         by digest (hermetic-image:blake3:<64 hex>); clients resolve aliases \
+                         (here: {}) with `hermetic image inspect ALIAS`",
+                        if aliases.is_empty() {
+                            "none".to_owned()
+                        } else {
+                            aliases.join(", ")
+                        }
+                    ))
+                })?,
+            None => self.default_image.clone().ok_or_else(|| {
+                Error::FailedPrecondition(format!(
+                    "the action names no {CONTAINER_IMAGE} and this daemon has no default image; \
+                     name one by digest (hermetic-image:blake3:<64 hex>, see `hermetic image ls`)"
+                ))
+            })?,
+        };
+        let info = self.images.get(&digest)?.ok_or_else(|| {
+            Error::FailedPrecondition(format!(
+                "image {digest} is not in this daemon's image store; import it with \
+                 `hermetic image import ARCHIVE` (see `hermetic image ls`)"
+            ))
+        })?;
+        if self.require_trusted_images && !info.trusted() {
+            return Err(Error::FailedPrecondition(format!(
+                "image {} is not trusted on this daemon (require_trusted_images); an admin \
+                 trusts it with `hermetic image trust {}`",
+                info.digest, info.digest
+            )));
+        }
+        let lease = self.images.lease(&info.digest)?;
+        Ok((info.digest, info.rootfs, lease))
     }
 }
 
@@ -171,11 +221,19 @@ mod tests {
     use super::*;
     use bazel_remote_apis::build::bazel::remote::execution::v2::platform::Property;
 
-    fn choices() -> Choices {
+    fn choices(dir: &std::path::Path) -> Choices {
         let profile = Profile::from_toml("name = \"strict\"\ndescription = \"t\"\n", "t").unwrap();
+        let rootfs = dir.join("src");
+        std::fs::create_dir_all(rootfs.join("bin")).unwrap();
+        std::fs::write(rootfs.join("bin/sh"), b"not really a shell").unwrap();
+        let store = ImageStore::open(&dir.join("images"), false).unwrap();
+        crate::images::configured::import_all(&store, &[("busybox".to_owned(), rootfs)].into())
+            .unwrap();
+        let default = store.resolve("busybox").unwrap().digest;
         Choices {
-            images: [("busybox".to_owned(), PathBuf::from("/x"))].into(),
-            default_image: Some("busybox".into()),
+            images: Arc::new(store),
+            default_image: Some(default),
+            require_trusted_images: true,
             profiles: [("strict".to_owned(), Arc::new(profile))].into(),
             default_profile: "strict".into(),
         }
@@ -195,19 +253,37 @@ mod tests {
 
     #[test]
     fn defaults_and_refusals() {
-        let c = choices();
+        let dir = tempfile::tempdir().unwrap();
+        let c = choices(dir.path());
         let s = c.select(None).unwrap();
         assert!(s.image_defaulted);
-        assert_eq!(s.image, "busybox");
+        let pinned = c.default_image.clone().unwrap().to_string();
+        assert_eq!(s.image, pinned);
+        assert!(s.rootfs.join("bin/sh").is_file());
         let s = c
             .select(Some(&platform(&[
                 ("OSFamily", "Linux"),
-                ("container-image", "busybox"),
+                ("container-image", &pinned),
             ])))
             .unwrap();
         assert!(!s.image_defaulted);
+        // An alias is not a digest: refused, naming the aliases there are.
+        let e = c.select(Some(&platform(&[("container-image", "busybox")])));
+        assert!(matches!(e, Err(Error::FailedPrecondition(m)) if m.contains("busybox")));
         let e = c.select(Some(&platform(&[("container-image", "docker://x:latest")])));
         assert!(matches!(e, Err(Error::FailedPrecondition(m)) if m.contains("busybox")));
+        let unknown = format!("hermetic-image:blake3:{}", "0".repeat(64));
+        let e = c.select(Some(&platform(&[("container-image", &unknown)])));
+        assert!(matches!(e, Err(Error::FailedPrecondition(m)) if m.contains("not in this daemon")));
+        // Untrusted: refused, naming the digest and the command.
+        let info = c.images.resolve("busybox").unwrap();
+        c.images.set_trust(&info, false, "test").unwrap();
+        let e = c.select(None);
+        assert!(
+            matches!(&e, Err(Error::FailedPrecondition(m)) if m.contains(&pinned) && m.contains("hermetic image trust")),
+            "{e:?}"
+        );
+        c.images.set_trust(&info, true, "test").unwrap();
         let e = c.select(Some(&platform(&[("gpu", "yes")])));
         assert!(matches!(e, Err(Error::InvalidArgument(_))));
         let e = c.select(Some(&platform(&[("hermetic-profile", "nope")])));

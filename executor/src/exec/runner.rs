@@ -16,7 +16,7 @@ use bazel_remote_apis::build::bazel::remote::execution::v2::{
 };
 use bazel_remote_apis::google::protobuf::Timestamp;
 use bazel_remote_apis::google::rpc::Status as RpcStatus;
-use hermetic_sandbox::spec::{LimitOverrides, SPEC_VERSION, Spec, Stdio, Variation};
+use hermetic_sandbox::spec::{LimitOverrides, SPEC_VERSION, Spec, Stdio};
 use hermetic_sandbox::status::Outcome;
 use tokio::sync::watch;
 use tracing::{info, warn};
@@ -50,6 +50,8 @@ pub struct RunEnv {
     pub cgroup_parent: Option<PathBuf>,
     /// Stage durations and outcomes are recorded here.
     pub metrics: Arc<crate::metrics::Metrics>,
+    /// Keys and transparency log: every executed action is attested.
+    pub provenance: Arc<crate::provenance::Provenance>,
 }
 
 /// The response and whether it may be cached.
@@ -72,14 +74,45 @@ fn now() -> u64 {
     micros(SystemTime::now())
 }
 
-/// Runs a prepared action. Never fails: every problem becomes the
-/// response's status.
+/// Runs a prepared action (a reproducibility check when its platform asks
+/// for one, see [`crate::exec::repro`]). Never fails: every problem becomes
+/// the response's status.
 pub async fn run(
     env: &RunEnv,
     op_name: &str,
     p: Arc<Prepared>,
     cancel: watch::Receiver<bool>,
     queued_at: SystemTime,
+) -> RunOutcome {
+    match p.selection.repro {
+        Some(request) => {
+            crate::exec::repro::check(env, op_name, p, cancel, queued_at, request).await
+        }
+        None => run_once(env, op_name, p, cancel, queued_at, None).await,
+    }
+}
+
+/// How one run of a reproducibility check differs from a plain execution.
+#[derive(Debug, Clone)]
+pub struct VariedRun {
+    /// The variation to apply.
+    pub variation: hermetic_repro::RunVariation,
+    /// Where (on tmpfs, not existing yet) the input tree is copied with its
+    /// entries created in the variation's order.
+    pub staging: PathBuf,
+    /// Where a copy of the collected outputs is kept (not existing yet),
+    /// for the comparison: ingestion moves the originals into the CAS.
+    pub keep_outputs: PathBuf,
+}
+
+/// Runs a prepared action once, varied as `varied` says when given.
+pub async fn run_once(
+    env: &RunEnv,
+    op_name: &str,
+    p: Arc<Prepared>,
+    cancel: watch::Receiver<bool>,
+    queued_at: SystemTime,
+    varied: Option<&VariedRun>,
 ) -> RunOutcome {
     let id = op_name.rsplit('/').next().unwrap_or(op_name).to_owned();
     let work = env.actions_dir.join(&id);
@@ -109,7 +142,8 @@ pub async fn run(
         ..Default::default()
     };
     let mut result = ActionResult::default();
-    let (status, message) = match run_steps(env, &work, &p, cancel, &mut log, &mut result).await {
+    let steps = run_steps(env, &work, &p, cancel, &mut log, &mut result, varied).await;
+    let (status, message) = match steps {
         Ok(s) => s,
         Err(e) => {
             log.outcome = "error".into();
@@ -133,8 +167,9 @@ pub async fn run(
         &log.outcome
     };
     m.action_finished(outcome, log.oom_killed, log.timed_out);
-    let cacheable = status.code == 0 && result.exit_code == 0 && !p.action.do_not_cache;
+    let mut status = status;
     let mut server_logs = HashMap::new();
+    let mut log_key = None;
     match serde_json::to_vec_pretty(&log) {
         Ok(json) => match env.store.put_new(p.function, &json) {
             Ok(key) => {
@@ -146,11 +181,27 @@ pub async fn run(
                         human_readable: true,
                     },
                 );
+                log_key = Some(key);
             }
             Err(e) => warn!(cause = %e, "cannot store the execution log"),
         },
         Err(e) => warn!(cause = %e, "execution log does not serialize"),
     }
+    // Provenance of what ran: a result without it is never returned.
+    if status.code == 0 {
+        match crate::provenance::attest::run(env, &p, &log, log_key, &result).await {
+            Ok(Some(r)) => {
+                server_logs.extend(crate::provenance::server_logs(&r));
+                crate::provenance::record_in_result(&mut result, &r);
+            }
+            Ok(None) => {}
+            Err(e) => {
+                warn!(cause = %e, "cannot attest the action");
+                status = e.to_rpc_status();
+            }
+        }
+    }
+    let cacheable = status.code == 0 && result.exit_code == 0 && !p.action.do_not_cache;
     info!(
         operation = op_name,
         action = ?p.action_key,
@@ -206,6 +257,7 @@ async fn run_steps(
     mut cancel: watch::Receiver<bool>,
     log: &mut ExecutionLog,
     result: &mut ActionResult,
+    varied: Option<&VariedRun>,
 ) -> Result<(RpcStatus, String)> {
     // 1. Stage the input tree and the parents of every output.
     log.timestamps.input_fetch_start = now();
@@ -241,10 +293,33 @@ async fn run_steps(
         })
         .await?
     };
+    // A check's run: the tree again, on tmpfs, its entries created in the
+    // variation's order (readdir follows creation order there).
+    let input = match varied {
+        None => input,
+        Some(v) => {
+            let (from, to, seed) = (
+                input.clone(),
+                v.staging.clone(),
+                v.variation.staging_order_seed,
+            );
+            let owner = sandbox_owner(&p.selection.profile);
+            blocking(move || {
+                hermetic_repro::staging::copy_tree(&from, &to, seed, owner)
+                    .map_err(|e| Error::Internal(format!("cannot stage a check run: {e}")))
+            })
+            .await?;
+            v.staging.clone()
+        }
+    };
     log.timestamps.input_fetch_completed = now();
 
     // 2. Run the helper.
     let wd = p.command.working_directory.clone();
+    let mut step_env = log.env.clone();
+    if let Some(v) = varied {
+        hermetic_repro::plan::permute(&mut step_env, v.variation.env_order_seed);
+    }
     let spec = Spec {
         version: SPEC_VERSION,
         rootfs: p.selection.rootfs.clone(),
@@ -257,7 +332,7 @@ async fn run_steps(
             .map(|o| under_workdir(&wd, &o.path))
             .collect(),
         argv: p.command.arguments.clone(),
-        env: log.env.clone(),
+        env: step_env,
         cwd: wd.clone(),
         profile: (*p.selection.profile).clone(),
         limits: LimitOverrides {
@@ -267,7 +342,9 @@ async fn run_steps(
         stdout: Stdio::File(work.join("stdout")),
         stderr: Stdio::File(work.join("stderr")),
         cgroup_parent: env.cgroup_parent.clone(),
-        variation: Variation::default(),
+        variation: varied
+            .map(|v| v.variation.sandbox.clone())
+            .unwrap_or_default(),
     };
     let files = HelperFiles {
         spec: work.join("spec.json"),
@@ -285,6 +362,20 @@ async fn run_steps(
         .run(&spec, &files, &mut cancel, backstop, env.kill_grace)
         .await?;
     log.timestamps.execution_completed = now();
+    if let Some(v) = varied
+        && run.status.is_some()
+    {
+        let (from, to) = (work.join("out"), v.keep_outputs.clone());
+        blocking(move || {
+            if !from.exists() {
+                return Ok(());
+            }
+            let order = hermetic_repro::plan::ORDER_AS_GIVEN;
+            hermetic_repro::staging::copy_tree(&from, &to, order, None)
+                .map_err(|e| Error::Internal(format!("cannot keep a check run's outputs: {e}")))
+        })
+        .await?;
+    }
 
     // 3. Ingest stdout, stderr and the outputs.
     log.timestamps.output_upload_start = now();

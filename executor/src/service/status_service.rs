@@ -85,8 +85,18 @@ impl StatusService {
                 jobs: config.jobs() as u64,
                 max_queued: config.max_queued() as u64,
             }),
-            images: choices.images.keys().cloned().collect(),
-            default_image: choices.default_image.clone().unwrap_or_default(),
+            images: choices
+                .images
+                .list()
+                .unwrap_or_default()
+                .iter()
+                .map(|i| i.digest.to_string())
+                .collect(),
+            default_image: choices
+                .default_image
+                .as_ref()
+                .map(ToString::to_string)
+                .unwrap_or_default(),
             profiles: choices
                 .profiles
                 .values()

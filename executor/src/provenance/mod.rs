@@ -1,0 +1,251 @@
+//! Signed provenance for every executed action: the daemon's side of
+//! `hermetic-attest`.
+//!
+//! At start-up [`Provenance::open`] opens `<state>/attest` (keys 0600 in a
+//! 0700 directory, the transparency log), refusing a log that disagrees
+//! with its last signed checkpoint. The state directory is never mounted
+//! into a sandbox: a build step sees only its image, its input tree and
+//! private scratch.
+//!
+//! After an action ran and its outputs and execution log are in the CAS,
+//! [`Provenance::attest_action`] builds the [`ExecutionRecord`]
+//! ([`record`]), signs and logs it (one action at a time, behind a mutex,
+//! on a blocking thread), stores the bundle, both SBOMs and the keyring as
+//! CAS blobs, and records a [`ProvenanceRef`] in the ActionResult
+//! ([`pointers`]), which the action cache keeps: a cache hit names the
+//! original attestation. Actions without output files produce nothing to
+//! attest and get no provenance.
+
+pub mod attest;
+pub mod pointers;
+pub mod record;
+pub mod service;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use hermetic_attest::sbom::dpkg::DpkgDb;
+use hermetic_attest::{Attestor, Bundle, ExecutionRecord, ImageRecord, LogEntry, sbom};
+use hermetic_proto::v1::ProvenanceRef;
+use tracing::info;
+
+use crate::cas::Store;
+use crate::config::ProvenanceConfig;
+use crate::digest::{BlobKey, DigestFunction};
+use crate::error::{Error, Result};
+
+pub use pointers::{from_result, record_in_result, server_logs};
+
+/// The name of the directory under the state directory.
+pub const ATTEST_DIR: &str = "attest";
+
+/// An image as provenance records it: computed once per image and rootfs.
+#[derive(Debug, Clone)]
+pub struct ImageFacts {
+    /// The record in every statement and SBOM.
+    pub record: ImageRecord,
+    /// The image's Debian packages, when it has a dpkg status file.
+    pub packages: Option<Arc<DpkgDb>>,
+}
+
+/// The daemon's attestation state.
+#[derive(Debug)]
+pub struct Provenance {
+    attestor: Mutex<Attestor>,
+    dir: PathBuf,
+    builder_id: String,
+    record_inputs: bool,
+    kernel: String,
+    images: Mutex<HashMap<(String, PathBuf), ImageFacts>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// The kernel release (`uname -r`).
+fn kernel_release() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/osrelease")
+        .map(|s| s.trim().to_owned())
+        .unwrap_or_else(|_| "unknown".into())
+}
+
+impl Provenance {
+    /// Opens (or creates) the keys and the transparency log in
+    /// `<state_dir>/attest`. A log that disagrees with its signed
+    /// checkpoint is refused: the daemon must not start on it.
+    pub fn open(state_dir: &Path, config: &ProvenanceConfig, host: &str) -> Result<Self> {
+        let dir = state_dir.join(ATTEST_DIR);
+        let origin = config.log_origin(host);
+        let (attestor, report) = Attestor::open(&dir, &origin).map_err(|e| {
+            Error::FailedPrecondition(format!(
+                "cannot open the attestation state in {}: {e}; a log that disagrees with its \
+                 signed checkpoint was tampered with or damaged: keep it for investigation and \
+                 move the directory aside to start a new log and keyring",
+                dir.display()
+            ))
+        })?;
+        let active = attestor
+            .keyring()
+            .active()
+            .map(|k| k.keyid.clone())
+            .unwrap_or_default();
+        info!(
+            dir = %dir.display(),
+            origin = %origin,
+            entries = attestor.log().size(),
+            keyid = %active,
+            truncated_bytes = report.truncated_bytes,
+            unsigned_entries = report.unsigned_entries,
+            "transparency log verified against its signed checkpoint"
+        );
+        Ok(Provenance {
+            attestor: Mutex::new(attestor),
+            dir,
+            builder_id: config.builder_id(host),
+            record_inputs: config.record_inputs,
+            kernel: kernel_release(),
+            images: Mutex::default(),
+        })
+    }
+
+    /// `<state>/attest`: where keys and log live (never inside a sandbox).
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// This host's builder identity (`runDetails.builder.id`).
+    pub fn builder_id(&self) -> &str {
+        &self.builder_id
+    }
+
+    /// Whether every input file is listed in `resolvedDependencies`.
+    pub fn record_inputs(&self) -> bool {
+        self.record_inputs
+    }
+
+    /// The kernel release recorded in `internalParameters`.
+    pub fn kernel(&self) -> &str {
+        &self.kernel
+    }
+
+    /// Runs `f` with the attestor locked (blocking: call it from a blocking
+    /// thread).
+    pub fn with<T>(&self, f: impl FnOnce(&mut Attestor) -> T) -> T {
+        f(&mut lock(&self.attestor))
+    }
+
+    /// The image facts of `name` at `rootfs`, computed on first use: the
+    /// image's tree digest, its trust record (logged once in the
+    /// transparency log) and its packages. See [`record::image_record`].
+    pub fn image(&self, name: &str, rootfs: &Path) -> Result<ImageFacts> {
+        let key = (name.to_owned(), rootfs.to_owned());
+        if let Some(f) = lock(&self.images).get(&key) {
+            return Ok(f.clone());
+        }
+        let (rec, trust) = record::image_record(name, rootfs)?;
+        self.with(|a| log_trust_once(a, &trust))?;
+        let packages = sbom::dpkg::read_rootfs(rootfs)
+            .map_err(|e| {
+                Error::Internal(format!(
+                    "cannot read the dpkg status of image {name:?} ({}): {e}",
+                    rootfs.display()
+                ))
+            })?
+            .map(Arc::new);
+        let facts = ImageFacts {
+            record: rec,
+            packages,
+        };
+        lock(&self.images).insert(key, facts.clone());
+        Ok(facts)
+    }
+
+    /// Signs and logs `rec`, stores the bundle, both SBOMs and the keyring
+    /// in the CAS (as `function` blobs) and returns where they are.
+    /// Blocking: file I/O with fsync.
+    pub fn attest_action(
+        &self,
+        store: &Store,
+        function: DigestFunction,
+        rec: &ExecutionRecord,
+        image: &ImageFacts,
+    ) -> Result<ProvenanceRef> {
+        let packages = image.packages.as_deref();
+        let cdx = sbom::cyclonedx(rec, packages)
+            .map_err(|e| Error::Internal(format!("cannot build the CycloneDX SBOM: {e}")))?;
+        let spdx = sbom::spdx(rec, packages)
+            .map_err(|e| Error::Internal(format!("cannot build the SPDX SBOM: {e}")))?;
+        let (bundle, keyring) = self.with(|a| -> Result<(Bundle, Vec<u8>)> {
+            let b = a
+                .attest(rec)
+                .map_err(|e| Error::Internal(format!("cannot attest the action: {e}")))?;
+            Ok((b, a.keyring().to_json()))
+        })?;
+        let put = |data: &[u8]| -> Result<BlobKey> { store.put_new(function, data) };
+        let json = |v: &serde_json::Value| {
+            let mut d = serde_json::to_vec_pretty(v).expect("a JSON value serializes");
+            d.push(b'\n');
+            d
+        };
+        Ok(ProvenanceRef {
+            log_index: bundle.log_entry.log_index,
+            bundle: Some(pointers::blob(&put(&bundle.to_json())?)),
+            sbom_cyclonedx: Some(pointers::blob(&put(&json(&cdx))?)),
+            sbom_spdx: Some(pointers::blob(&put(&json(&spdx))?)),
+            keyring: Some(pointers::blob(&put(&keyring)?)),
+        })
+    }
+}
+
+impl Provenance {
+    /// A fresh bundle of the attestation at `index`: the original envelope
+    /// with an inclusion proof against the latest checkpoint (which stays
+    /// verifiable after the key that signed the original checkpoint was
+    /// revoked).
+    pub fn bundle_for(&self, index: u64) -> Result<Bundle> {
+        self.with(|a| a.bundle_for(index)).map_err(|e| {
+            Error::Internal(format!("cannot rebuild the bundle of entry {index}: {e}"))
+        })
+    }
+
+    /// For a cache hit: replaces the ref in `result` by one naming a fresh
+    /// bundle of the same attestation and the current keyring (stored in
+    /// the CAS). A result without provenance is left alone. Blocking.
+    pub fn refresh_in_result(
+        &self,
+        store: &Store,
+        function: DigestFunction,
+        result: &mut bazel_remote_apis::build::bazel::remote::execution::v2::ActionResult,
+    ) -> Result<()> {
+        let Some(mut r) = from_result(result) else {
+            return Ok(());
+        };
+        let bundle = self.bundle_for(r.log_index)?.to_json();
+        let keyring = self.with(|a| a.keyring().to_json());
+        r.bundle = Some(pointers::blob(&store.put_new(function, &bundle)?));
+        r.keyring = Some(pointers::blob(&store.put_new(function, &keyring)?));
+        pointers::replace_in_result(result, &r);
+        Ok(())
+    }
+}
+
+/// Appends `trust` to the log unless an identical record is there already.
+fn log_trust_once(a: &mut Attestor, trust: &serde_json::Value) -> Result<()> {
+    let wanted = LogEntry::ImageTrust {
+        record: trust.clone(),
+    }
+    .leaf_data();
+    let log_err = |e: hermetic_attest::tlog::LogError| {
+        Error::Internal(format!("cannot read the transparency log: {e}"))
+    };
+    for i in (0..a.log().size()).rev() {
+        if a.log().entry(i).map_err(log_err)? == wanted {
+            return Ok(());
+        }
+    }
+    a.log_image_trust(trust)
+        .map_err(|e| Error::Internal(format!("cannot log the image trust record: {e}")))?;
+    Ok(())
+}
