@@ -111,8 +111,54 @@ pub struct Config {
     pub cas: CasConfig,
     /// Action cache.
     pub action_cache: ActionCacheConfig,
+    /// Authentication and roles (see `auth`). Default: root and the
+    /// daemon's own user hold every role; nobody else holds any.
+    pub auth: crate::auth::AuthConfig,
+    /// The Prometheus endpoint.
+    pub metrics: MetricsConfig,
+    /// Per-principal quotas (see `sched`). Default: none.
+    pub quotas: crate::sched::QuotaConfig,
+    /// Log lines: `"text"` (default) or `"json"` (one object per line).
+    pub log_format: LogFormat,
     /// Signed provenance, SBOMs and the transparency log.
     pub provenance: ProvenanceConfig,
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable.
+    #[default]
+    Text,
+    /// JSON objects, one per line, with the span fields.
+    Json,
+}
+
+/// The Prometheus endpoint (`GET /metrics`).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsConfig {
+    /// `host:port` to serve on. Default: `127.0.0.1:9464` (loopback).
+    pub listen: Option<String>,
+    /// Serve no metrics. Default false.
+    pub disabled: bool,
+}
+
+impl MetricsConfig {
+    /// The address, when enabled.
+    pub fn address(&self) -> Result<Option<SocketAddr>, ConfigError> {
+        if self.disabled {
+            return Ok(None);
+        }
+        let text = self.listen.as_deref().unwrap_or("127.0.0.1:9464");
+        use std::net::ToSocketAddrs;
+        text.to_socket_addrs()
+            .map_err(|e| ConfigError::Invalid(format!("metrics.listen {text:?}: {e}")))?
+            .next()
+            .map(Some)
+            .ok_or_else(|| ConfigError::Invalid(format!("metrics.listen {text:?}: no address")))
+    }
 }
 
 /// Provenance settings. Keys and log live in `<state_dir>/attest`.
@@ -288,8 +334,16 @@ impl Config {
             }
         }
         for uri in &self.listen {
-            ListenAddr::parse(uri)?;
+            if let ListenAddr::Tcp(a) = ListenAddr::parse(uri)?
+                && !a.ip().is_loopback()
+                && self.auth.tls.is_none()
+            {
+                return Err(ConfigError::Invalid(format!(
+                    "listen {uri:?}: TCP beyond loopback needs mutual TLS ([auth.tls])"
+                )));
+            }
         }
+        self.metrics.address()?;
         for (name, root) in &self.images {
             if !root.is_absolute() {
                 return Err(ConfigError::Invalid(format!(

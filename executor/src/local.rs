@@ -182,6 +182,7 @@ impl Local {
                 action_key,
                 skip_cache_lookup,
                 inline: Inline::default(),
+                principal: None,
             })
             .await?;
         Ok(follow(op))

@@ -4,8 +4,8 @@ use std::path::PathBuf;
 
 use anyhow::Context as _;
 use clap::Parser;
-use hermeticd::config::Config;
-use hermeticd::{Daemon, Listener};
+use hermeticd::config::{Config, LogFormat};
+use hermeticd::{Daemon, Listener, systemd};
 
 /// Command-line flags; each overrides the configuration file.
 #[derive(Debug, Parser)]
@@ -66,25 +66,72 @@ async fn terminated() {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
     let args = Args::parse();
     let config = load_config(&args)?;
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let logs = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match config.log_format {
+        LogFormat::Text => logs.init(),
+        LogFormat::Json => logs
+            .json()
+            .with_current_span(true)
+            .with_span_list(true)
+            .init(),
+    }
     let addrs = config.listen_addrs()?;
     let daemon = Daemon::open(config).context("cannot start")?;
+    // Sockets passed by systemd (hermeticd.socket) replace binding the
+    // same configured address; any other passed socket is served as well.
+    let activated = systemd::take_activated().context("socket activation")?;
     let mut listeners = Vec::new();
     for a in &addrs {
+        if activated.iter().any(|s| &s.addr == a) {
+            continue;
+        }
         listeners.push(
             Listener::bind(a)
                 .await
                 .with_context(|| format!("cannot listen on {a}"))?,
         );
     }
-    hermeticd::serve(&daemon, listeners, terminated()).await?;
+    for s in activated {
+        tracing::info!(name = %s.name, address = %s.addr, "socket activation: serving a passed socket");
+        listeners.push(s.listener);
+    }
+    let (metrics_stop, metrics_stopped) = tokio::sync::oneshot::channel::<()>();
+    if let Some(addr) = daemon.ctx.config.metrics.address()? {
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("cannot serve metrics on {addr}"))?;
+        tokio::spawn(hermeticd::metrics::serve(
+            daemon.metrics_registry(),
+            listener,
+            async {
+                let _ = metrics_stopped.await;
+            },
+        ));
+    }
+    let notifier = systemd::Notifier::from_env().context("NOTIFY_SOCKET")?;
+    if let Some(n) = &notifier {
+        let addresses: Vec<String> = listeners.iter().map(Listener::describe).collect();
+        n.notify(&format!(
+            "READY=1\nSTATUS=serving on {}",
+            addresses.join(", ")
+        ))
+        .context("cannot notify readiness")?;
+    }
+    let shutdown = async {
+        terminated().await;
+        if let Some(n) = &notifier
+            && let Err(e) = n.notify("STOPPING=1\nSTATUS=draining actions")
+        {
+            tracing::warn!(cause = %e, "cannot notify stopping");
+        }
+    };
+    hermeticd::serve(&daemon, listeners, shutdown).await?;
+    let _ = metrics_stop.send(());
     Ok(())
 }

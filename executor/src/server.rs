@@ -19,12 +19,13 @@ use bazel_remote_apis::google::longrunning::operations_server::OperationsServer;
 use hermetic_sandbox::profile::Profile;
 use tokio::net::{TcpListener, UnixListener};
 use tokio::sync::watch;
-use tokio_stream::wrappers::{TcpListenerStream, UnixListenerStream};
 use tonic::service::Routes;
 use tonic_health::ServingStatus;
 use tracing::{info, warn};
 
 use crate::action_cache::ActionCache;
+use crate::auth::layer::AuthLayer;
+use crate::auth::peer;
 use crate::cas::Store;
 use crate::config::{Config, ListenAddr};
 use crate::error::{Error, Result};
@@ -56,6 +57,14 @@ const SERVICE_NAMES: [&str; 6] = [
 pub struct Daemon {
     /// Shared state.
     pub ctx: Arc<Context>,
+    /// Who may call what.
+    pub auth: Arc<crate::auth::Policy>,
+    /// Mutual TLS for TCP listeners, when configured.
+    pub tls: Option<tonic::transport::ServerTlsConfig>,
+    /// What the daemon counts.
+    pub metrics: Arc<crate::metrics::Metrics>,
+    /// Uploaded bytes per principal, when limited.
+    pub uploads: Option<Arc<crate::sched::upload::UploadQuota>>,
 }
 
 /// The machine's host name, for `ExecutedActionMetadata.worker`.
@@ -110,6 +119,12 @@ fn open_images(
 }
 
 impl Daemon {
+    /// The metrics registry: counters, histograms and live values.
+    pub fn metrics_registry(&self) -> prometheus_client::registry::Registry {
+        self.metrics
+            .registry(self.ctx.engine.clone(), self.ctx.store.clone())
+    }
+
     /// Opens the state directory and builds every component.
     pub fn open(config: Config) -> Result<Self> {
         let state_dir = config.state_dir();
@@ -128,6 +143,7 @@ impl Daemon {
         let helper = config.sandbox_helper();
         info!(helper = %helper.display(), mode = ?config.sandbox_mode, "sandbox helper");
         let kill_grace = Duration::from_secs(5);
+        let metrics = Arc::new(crate::metrics::Metrics::default());
         let provenance = Arc::new(crate::provenance::Provenance::open(
             &state_dir,
             &config.provenance,
@@ -143,6 +159,7 @@ impl Daemon {
                 kill_grace,
                 pool: Arc::new(crate::exec::dirpool::DirPool::open(&state_dir)?),
                 cgroup_parent: config.cgroup_parent.clone(),
+                metrics: metrics.clone(),
                 provenance,
             },
             choices: Choices {
@@ -159,10 +176,21 @@ impl Daemon {
             jobs: config.jobs(),
             max_queued: config.max_queued(),
             retention: config.operation_retention(),
+            quotas: config.quotas.clone(),
         };
         let engine = Arc::new(Engine::new(settings, store.clone(), action_cache.clone()));
         let instances: HashSet<String> = config.instance_names().into_iter().collect();
+        let invalid = |e: crate::config::ConfigError| Error::FailedPrecondition(e.to_string());
+        let auth = Arc::new(crate::auth::Policy::new(&config.auth.roles).map_err(invalid)?);
+        let tls = match &config.auth.tls {
+            Some(t) => Some(crate::auth::tls::server_config(t).map_err(invalid)?),
+            None => None,
+        };
         Ok(Daemon {
+            auth,
+            tls,
+            metrics,
+            uploads: crate::sched::upload::UploadQuota::new(&config.quotas),
             ctx: Arc::new(Context {
                 config,
                 instances,
@@ -285,6 +313,9 @@ pub async fn serve(
     let routes = daemon.routes(health);
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut servers = Vec::new();
+    let metrics = daemon.metrics.clone();
+    let denial_hook: crate::auth::layer::DenialHook =
+        Arc::new(move |_, method| metrics.auth_denied(method));
     for listener in listeners {
         info!(address = %listener.describe(), "listening");
         let mut rx = stop_rx.clone();
@@ -293,18 +324,30 @@ pub async fn serve(
         };
         // Windows well above one 1 MiB ByteStream message, so that uploads
         // stream instead of waiting for a window update per message.
-        let router = tonic::transport::Server::builder()
+        let mut builder = tonic::transport::Server::builder()
             .initial_stream_window_size(16 << 20)
-            .initial_connection_window_size(32 << 20)
+            .initial_connection_window_size(32 << 20);
+        let tls = matches!(listener, Listener::Tcp(_)) && daemon.tls.is_some();
+        if tls && let Some(config) = daemon.tls.clone() {
+            builder = builder
+                .tls_config(config)
+                .map_err(|e| Error::FailedPrecondition(format!("TLS configuration: {e}")))?;
+        }
+        let router = builder
+            .layer(
+                AuthLayer::new(daemon.auth.clone(), Some(denial_hook.clone()))
+                    .with_upload_quota(daemon.uploads.clone()),
+            )
             .add_routes(routes.clone());
+        let loopback = daemon.ctx.config.auth.loopback_tcp;
         servers.push(tokio::spawn(async move {
             match listener {
                 Listener::Tcp(l) => {
-                    let incoming = TcpListenerStream::new(l);
+                    let incoming = peer::tcp_incoming(l, tls, loopback);
                     router.serve_with_incoming_shutdown(incoming, signal).await
                 }
                 Listener::Unix(l) => {
-                    let incoming = UnixListenerStream::new(l);
+                    let incoming = peer::unix_incoming(l);
                     router.serve_with_incoming_shutdown(incoming, signal).await
                 }
             }

@@ -39,6 +39,18 @@ pub struct Store {
     fsync: bool,
     max_size: u64,
     index: Mutex<Index>,
+    stats: StoreStats,
+}
+
+/// Running totals since start-up (for metrics).
+#[derive(Debug, Default)]
+pub struct StoreStats {
+    /// Bytes of blobs newly installed.
+    pub written_bytes: std::sync::atomic::AtomicU64,
+    /// Bytes of blobs opened for reading.
+    pub read_bytes: std::sync::atomic::AtomicU64,
+    /// Blobs evicted.
+    pub evicted_blobs: std::sync::atomic::AtomicU64,
 }
 
 impl Store {
@@ -55,6 +67,7 @@ impl Store {
         }
         let store = Store {
             index: Mutex::new(scan(&root)?),
+            stats: StoreStats::default(),
             root,
             tmp,
             fsync,
@@ -177,6 +190,9 @@ impl Store {
             fs::rename(src, &dst).map_err(Error::io("rename into the CAS", &dst))?;
             idx.insert(key, exec);
         }
+        self.stats
+            .written_bytes
+            .fetch_add(key.size, std::sync::atomic::Ordering::Relaxed);
         if self.fsync {
             File::open(dir)
                 .and_then(|d| d.sync_all())
@@ -220,10 +236,19 @@ impl Store {
         let not_found = || Error::NotFound(format!("blob {} not found", key.missing_subject()));
         let v = v.ok_or_else(not_found)?;
         let path = self.path(key, !v.plain);
-        File::open(&path).map_err(|e| match e.kind() {
+        let file = File::open(&path).map_err(|e| match e.kind() {
             std::io::ErrorKind::NotFound => not_found(),
             _ => Error::io("open", path)(e),
-        })
+        })?;
+        self.stats
+            .read_bytes
+            .fetch_add(key.size, std::sync::atomic::Ordering::Relaxed);
+        Ok(file)
+    }
+
+    /// Running totals since start-up.
+    pub fn stats(&self) -> &StoreStats {
+        &self.stats
     }
 
     /// A file holding the blob with the given executable bit, for
@@ -273,6 +298,9 @@ impl Store {
             victims
         };
         if !victims.is_empty() {
+            self.stats
+                .evicted_blobs
+                .fetch_add(victims.len() as u64, std::sync::atomic::Ordering::Relaxed);
             debug!(count = victims.len(), "evicted blobs");
         }
     }

@@ -7,7 +7,7 @@
 //! and WaitExecution streams subscribe to it, so a client disconnecting
 //! does not cancel anything. Only CancelOperation (or shutdown) does.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
@@ -18,16 +18,18 @@ use bazel_remote_apis::build::bazel::remote::execution::v2::{
 use bazel_remote_apis::google::longrunning::{Operation as LroOperation, operation};
 use bazel_remote_apis::google::protobuf::Any;
 use prost::Message;
-use tokio::sync::{Semaphore, watch};
+use tokio::sync::watch;
 use tracing::{Instrument, info, info_span, warn};
 
 use crate::action_cache::ActionCache;
+use crate::auth::Caller;
 use crate::cas::{Store, blocking};
 use crate::digest::BlobKey;
 use crate::error::{Error, Result};
 use crate::exec::action::{self, Limits, Prepared};
 use crate::exec::platform::Choices;
 use crate::exec::runner::{self, RunEnv};
+use crate::sched::{Admission, Scheduler};
 use crate::service::ac_service::{Inline, inline_result};
 
 const METADATA_URL: &str =
@@ -52,6 +54,8 @@ pub struct EngineSettings {
     pub max_queued: usize,
     /// How long finished operations stay visible.
     pub retention: Duration,
+    /// Per-principal limits on queued and running actions.
+    pub quotas: crate::sched::QuotaConfig,
 }
 
 /// One execution and its published state.
@@ -65,6 +69,9 @@ pub struct Operation {
     cancel: watch::Sender<bool>,
     /// Set once the result is in the action cache (or will not be).
     settled: watch::Sender<bool>,
+    /// Principals who asked for it (an identical in-flight action is
+    /// shared): only they, and admins, see the operation.
+    owners: Mutex<BTreeSet<String>>,
 }
 
 impl Operation {
@@ -82,7 +89,13 @@ impl Operation {
             state: watch::Sender::new(initial),
             cancel: watch::Sender::new(false),
             settled: watch::Sender::new(false),
+            owners: Mutex::default(),
         })
+    }
+
+    /// Whether `caller` may see this operation (see [`Caller::may_see`]).
+    pub fn visible_to(&self, caller: Option<&Caller>) -> bool {
+        Caller::may_see(caller, &lock(&self.owners))
     }
 
     /// Follows the operation's state.
@@ -169,7 +182,7 @@ pub struct Engine {
     inflight: Mutex<HashMap<(String, BlobKey), Arc<Operation>>>,
     queued: AtomicUsize,
     active: watch::Sender<usize>,
-    slots: Arc<Semaphore>,
+    sched: Arc<Scheduler>,
     accepting: AtomicBool,
     shutting_down: AtomicBool,
 }
@@ -183,6 +196,9 @@ pub struct ExecuteParams {
     pub skip_cache_lookup: bool,
     /// What to inline.
     pub inline: Inline,
+    /// Who asked (quotas and fair scheduling); `None`: the daemon's local
+    /// user (`hermetic run --local`).
+    pub principal: Option<crate::auth::Principal>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -197,7 +213,7 @@ impl Engine {
         action_cache: Arc<ActionCache>,
     ) -> Self {
         Engine {
-            slots: Arc::new(Semaphore::new(settings.jobs.max(1))),
+            sched: Scheduler::new(settings.jobs, &settings.quotas),
             settings,
             store,
             action_cache,
@@ -298,10 +314,28 @@ impl Engine {
         instance: &str,
         params: ExecuteParams,
     ) -> Result<Arc<Operation>> {
+        let owner = params
+            .principal
+            .as_ref()
+            .map_or_else(|| "local".to_owned(), ToString::to_string);
+        let op = self.accept(instance, params).await?;
+        lock(&op.owners).insert(owner);
+        Ok(op)
+    }
+
+    async fn accept(
+        self: &Arc<Self>,
+        instance: &str,
+        params: ExecuteParams,
+    ) -> Result<Arc<Operation>> {
         if !self.accepting.load(Ordering::SeqCst) {
             return Err(Error::Unavailable("the executor is shutting down".into()));
         }
         let key = params.action_key;
+        let who = params
+            .principal
+            .as_ref()
+            .map_or_else(|| "local".to_owned(), ToString::to_string);
         let flight = (instance.to_owned(), key);
         let pending = lock(&self.inflight).get(&flight).cloned();
         if let Some(op) = pending {
@@ -323,18 +357,20 @@ impl Engine {
             params.skip_cache_lookup,
         );
         let inline = params.inline;
+        let metrics = self.settings.run_env.metrics.clone();
         let looked = blocking(move || {
             let action = action::load_action(&store, &key)?;
-            if !skip
-                && !action.do_not_cache
-                && let Some(mut r) = ac.get_in(&name, &key, &store)?
-            {
-                choices.recheck_trust(action.platform.as_ref())?;
-                inline_result(&store, key.function, &mut r, &inline)?;
-                if let Err(e) = prov.refresh_in_result(&store, key.function, &mut r) {
-                    warn!(cause = %e, "cannot refresh the provenance of a cached result");
+            if !skip && !action.do_not_cache {
+                let found = ac.get_in(&name, &key, &store)?;
+                metrics.cache_lookup(found.is_some());
+                if let Some(mut r) = found {
+                    choices.recheck_trust(action.platform.as_ref())?;
+                    inline_result(&store, key.function, &mut r, &inline)?;
+                    if let Err(e) = prov.refresh_in_result(&store, key.function, &mut r) {
+                        warn!(cause = %e, "cannot refresh the provenance of a cached result");
+                    }
+                    return Ok(Looked::Hit(Box::new(r)));
                 }
-                return Ok(Looked::Hit(Box::new(r)));
             }
             action::prepare(&store, &choices, limits, key, action, inline)
                 .map(|p| Looked::Miss(Box::new(p)))
@@ -344,7 +380,7 @@ impl Engine {
             Looked::Hit(result) => return Ok(self.cached(key, *result)),
             Looked::Miss(p) => *p,
         };
-        let op = {
+        let (op, admission) = {
             let mut inflight = lock(&self.inflight);
             if let Some(op) = inflight.get(&flight).filter(|o| !o.is_done()) {
                 return Ok(op.clone());
@@ -358,11 +394,18 @@ impl Engine {
                     retry_after: Duration::from_secs(1),
                 });
             }
+            let admission = self
+                .sched
+                .admit(&who)
+                .map_err(|e| Error::ResourceExhausted {
+                    message: e.0,
+                    retry_after: Duration::from_secs(1),
+                })?;
             let op = Operation::new(key);
             inflight.insert(flight.clone(), op.clone());
             self.queued.fetch_add(1, Ordering::SeqCst);
             self.active.send_modify(|n| *n += 1);
-            op
+            (op, admission)
         };
         self.register(&op);
         let mut pins = prepared.tree.all_blobs();
@@ -373,7 +416,7 @@ impl Engine {
         let span = info_span!("action", operation = %op.name, action = ?key);
         tokio::spawn(
             async move {
-                engine.run(op2, flight, Arc::new(prepared)).await;
+                engine.run(op2, flight, Arc::new(prepared), admission).await;
                 drop(pin);
             }
             .instrument(span),
@@ -411,22 +454,31 @@ impl Engine {
         op: Arc<Operation>,
         flight: (String, BlobKey),
         prepared: Arc<Prepared>,
+        admission: Admission,
     ) {
         let queued_at = SystemTime::now();
         let mut cancel = op.cancel.subscribe();
         let permit = tokio::select! {
-            p = self.slots.clone().acquire_owned() => p.ok(),
+            p = Scheduler::acquire(admission) => Some(p),
             _ = cancel.wait_for(|c| *c) => None,
         };
         self.queued.fetch_sub(1, Ordering::SeqCst);
         let (response, to_cache) = match permit {
-            None => (
-                ExecuteResponse {
-                    status: Some(Error::Cancelled("cancelled while queued".into()).to_rpc_status()),
-                    ..Default::default()
-                },
-                None,
-            ),
+            None => {
+                self.settings
+                    .run_env
+                    .metrics
+                    .action_finished("cancelled", false, false);
+                (
+                    ExecuteResponse {
+                        status: Some(
+                            Error::Cancelled("cancelled while queued".into()).to_rpc_status(),
+                        ),
+                        ..Default::default()
+                    },
+                    None,
+                )
+            }
             Some(_permit) => {
                 op.set_stage(execution_stage::Value::Executing);
                 let outcome = runner::run(

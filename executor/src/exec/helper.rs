@@ -22,6 +22,7 @@ use tracing::{debug, warn};
 use crate::config::SandboxMode;
 use crate::error::{Error, Result};
 use crate::exec::supervisor::Supervisor;
+use crate::systemd::StripSystemdEnv as _;
 
 /// How actions reach the helper.
 #[derive(Debug, Clone)]
@@ -111,6 +112,7 @@ pub async fn run(
     let log = std::fs::File::create(&files.log).map_err(Error::io("create", &files.log))?;
     let log2 = log.try_clone().map_err(Error::io("dup", &files.log))?;
     let mut child = tokio::process::Command::new(helper)
+        .strip_systemd_env()
         .arg("--spec")
         .arg(&files.spec)
         .arg("--status")

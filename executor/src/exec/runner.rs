@@ -48,6 +48,8 @@ pub struct RunEnv {
     pub pool: Arc<DirPool>,
     /// The delegated cgroup under which the helper makes each action's.
     pub cgroup_parent: Option<PathBuf>,
+    /// Stage durations and outcomes are recorded here.
+    pub metrics: Arc<crate::metrics::Metrics>,
     /// Keys and transparency log: every executed action is attested.
     pub provenance: Arc<crate::provenance::Provenance>,
 }
@@ -155,6 +157,20 @@ pub async fn run_once(
     };
     log.timestamps.worker_completed = now();
     result.execution_metadata = Some(metadata(&env.worker, &log.timestamps));
+    let (m, t) = (&env.metrics, &log.timestamps);
+    m.stage_between("queue_wait", t.queued, t.worker_start);
+    m.stage_between("staging", t.input_fetch_start, t.input_fetch_completed);
+    m.stage_between(
+        "output_ingest",
+        t.output_upload_start,
+        t.output_upload_completed,
+    );
+    let outcome = if log.cancelled {
+        "cancelled"
+    } else {
+        &log.outcome
+    };
+    m.action_finished(outcome, log.oom_killed, log.timed_out);
     let mut status = status;
     let mut server_logs = HashMap::new();
     let mut log_key = None;
@@ -428,6 +444,8 @@ async fn run_steps(
     log.signal = status.signal;
     log.oom_killed = status.oom_killed;
     log.timed_out = status.timed_out;
+    env.metrics.stage("sandbox_setup", status.timings.setup_us);
+    env.metrics.stage("execution", status.timings.run_us);
     log.usage = Some(status.usage.clone());
     log.restrictions = Some(status.restrictions.clone());
     log.error = status.error.clone();

@@ -31,6 +31,7 @@ use tracing::{Instrument, debug, info, info_span, warn};
 
 use crate::error::{Error, Result};
 use crate::exec::helper::HelperRun;
+use crate::systemd::StripSystemdEnv as _;
 
 /// What the reader task hands an action: its status, or why the
 /// supervisor can no longer give one.
@@ -153,6 +154,7 @@ impl Supervisor {
     fn spawn(&self) -> Result<Arc<Process>> {
         let mut child = tokio::process::Command::new(&self.helper)
             .arg("--supervisor")
+            .strip_systemd_env()
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())

@@ -52,7 +52,11 @@ impl ExecutionService {
         ExecutionService { ctx }
     }
 
-    async fn execute_inner(&self, req: ExecuteRequest) -> Result<Arc<Operation>> {
+    async fn execute_inner(
+        &self,
+        req: ExecuteRequest,
+        principal: Option<crate::auth::Principal>,
+    ) -> Result<Arc<Operation>> {
         let function = self.ctx.request(&req.instance_name, req.digest_function)?;
         let action_key = BlobKey::from_opt(function, req.action_digest.as_ref(), "action_digest")?;
         self.ctx
@@ -67,6 +71,7 @@ impl ExecutionService {
                         stderr: req.inline_stderr,
                         files: req.inline_output_files,
                     },
+                    principal,
                 },
             )
             .await
@@ -82,7 +87,11 @@ impl Execution for ExecutionService {
         &self,
         request: Request<ExecuteRequest>,
     ) -> Result<Response<Self::ExecuteStream>, Status> {
-        let op = self.execute_inner(request.into_inner()).await?;
+        let principal = request
+            .extensions()
+            .get::<crate::auth::Principal>()
+            .cloned();
+        let op = self.execute_inner(request.into_inner(), principal).await?;
         Ok(Response::new(follow(op)))
     }
 
@@ -93,7 +102,11 @@ impl Execution for ExecutionService {
         &self,
         request: Request<WaitExecutionRequest>,
     ) -> Result<Response<Self::WaitExecutionStream>, Status> {
-        let op = self.ctx.engine.get(&request.get_ref().name)?;
+        let op = crate::service::operations_service::visible(
+            &self.ctx,
+            &request,
+            &request.get_ref().name,
+        )?;
         Ok(Response::new(follow(op)))
     }
 }

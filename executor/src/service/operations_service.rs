@@ -10,8 +10,21 @@ use bazel_remote_apis::google::longrunning::{
 use bazel_remote_apis::google::protobuf::Empty;
 use tonic::{Request, Response, Status};
 
-use crate::error::Error;
+use crate::auth::Caller;
+use crate::error::{Error, Result as OpResult};
+use crate::exec::engine::Operation;
 use crate::service::Context;
+
+/// The operation `name` when the caller may see it; NOT_FOUND otherwise,
+/// so that other principals' operation names reveal nothing.
+pub fn visible<T>(ctx: &Context, request: &Request<T>, name: &str) -> OpResult<Arc<Operation>> {
+    let op = ctx.engine.get(name)?;
+    if op.visible_to(request.extensions().get::<Caller>()) {
+        Ok(op)
+    } else {
+        Err(Error::NotFound(format!("no operation named {name:?}")))
+    }
+}
 
 /// The Operations service.
 #[derive(Debug, Clone)]
@@ -36,6 +49,7 @@ impl Operations for OperationsService {
         &self,
         request: Request<ListOperationsRequest>,
     ) -> Result<Response<ListOperationsResponse>, Status> {
+        let caller = request.extensions().get::<Caller>().cloned();
         let req = request.into_inner();
         if !req.filter.is_empty() {
             return Err(Error::InvalidArgument(format!(
@@ -51,7 +65,13 @@ impl Operations for OperationsService {
             0 => 100,
             n => (n as usize).min(1000),
         };
-        let ops = self.ctx.engine.list();
+        let ops: Vec<_> = self
+            .ctx
+            .engine
+            .list()
+            .into_iter()
+            .filter(|o| o.visible_to(caller.as_ref()))
+            .collect();
         let start = ops.partition_point(|o| o.name.as_str() <= req.page_token.as_str());
         let start = if req.page_token.is_empty() { 0 } else { start };
         let page: Vec<LroOperation> = ops[start..]
@@ -76,7 +96,7 @@ impl Operations for OperationsService {
         &self,
         request: Request<GetOperationRequest>,
     ) -> Result<Response<LroOperation>, Status> {
-        let op = self.ctx.engine.get(&request.get_ref().name)?;
+        let op = visible(&self.ctx, &request, &request.get_ref().name)?;
         Ok(Response::new((*op.current()).clone()))
     }
 
@@ -85,6 +105,7 @@ impl Operations for OperationsService {
         &self,
         request: Request<DeleteOperationRequest>,
     ) -> Result<Response<Empty>, Status> {
+        visible(&self.ctx, &request, &request.get_ref().name)?;
         self.ctx.engine.delete(&request.get_ref().name)?;
         Ok(Response::new(Empty {}))
     }
@@ -94,7 +115,7 @@ impl Operations for OperationsService {
         &self,
         request: Request<CancelOperationRequest>,
     ) -> Result<Response<Empty>, Status> {
-        let op = self.ctx.engine.get(&request.get_ref().name)?;
+        let op = visible(&self.ctx, &request, &request.get_ref().name)?;
         op.cancel();
         Ok(Response::new(Empty {}))
     }
@@ -104,8 +125,8 @@ impl Operations for OperationsService {
         &self,
         request: Request<WaitOperationRequest>,
     ) -> Result<Response<LroOperation>, Status> {
+        let op = visible(&self.ctx, &request, &request.get_ref().name)?;
         let req = request.into_inner();
-        let op = self.ctx.engine.get(&req.name)?;
         let mut state = op.subscribe();
         let timeout = req
             .timeout

@@ -19,6 +19,7 @@ use tracing::{info, warn};
 
 use crate::exec::platform::{CONTAINER_IMAGE, HERMETIC_MEMORY, HERMETIC_PROFILE, ISA, OS_FAMILY};
 use crate::service::Context;
+use crate::systemd::StripSystemdEnv as _;
 
 /// How long `hermetic-sandbox --features` may take.
 const FEATURES_TIMEOUT: Duration = Duration::from_secs(20);
@@ -131,6 +132,7 @@ async fn detect(helper: PathBuf) -> SandboxFeatures {
         ..Default::default()
     };
     let run = tokio::process::Command::new(&helper)
+        .strip_systemd_env()
         .arg("--features")
         .stdin(std::process::Stdio::null())
         .kill_on_drop(true)

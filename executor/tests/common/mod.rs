@@ -1,6 +1,8 @@
 //! A real hermeticd on a temp Unix socket and on 127.0.0.1:0.
 #![allow(dead_code)]
 
+pub mod pki;
+
 use std::path::{Path, PathBuf};
 
 use bazel_remote_apis::build::bazel::remote::execution::v2::{
@@ -77,24 +79,19 @@ impl TestServer {
 
     /// A channel over TCP.
     pub async fn tcp_channel(&self) -> Channel {
-        Endpoint::try_from(format!("http://{}", self.tcp))
-            .unwrap()
+        self.tcp_channel_result().await.unwrap()
+    }
+
+    /// A channel over TCP (plain HTTP/2), or why it failed.
+    pub async fn tcp_channel_result(&self) -> Result<Channel, tonic::transport::Error> {
+        Endpoint::try_from(format!("http://{}", self.tcp))?
             .connect()
             .await
-            .unwrap()
     }
 
     /// A channel over the Unix socket (authority `localhost`).
     pub async fn unix_channel(&self) -> Channel {
-        let path = self.socket.clone();
-        Endpoint::try_from("http://localhost")
-            .unwrap()
-            .connect_with_connector(tower::service_fn(move |_: Uri| {
-                let path = path.clone();
-                async move { Ok::<_, std::io::Error>(TokioIo::new(UnixStream::connect(path).await?)) }
-            }))
-            .await
-            .unwrap()
+        unix_channel_at(&self.socket).await
     }
 
     /// Stops the server gracefully and returns its directory.
@@ -105,34 +102,58 @@ impl TestServer {
     }
 }
 
+/// A channel over the Unix socket at `path` (authority `localhost`).
+pub async fn unix_channel_at(path: &Path) -> Channel {
+    let path = path.to_owned();
+    Endpoint::try_from("http://localhost")
+        .unwrap()
+        .connect_with_connector(tower::service_fn(move |_: Uri| {
+            let path = path.clone();
+            async move { Ok::<_, std::io::Error>(TokioIo::new(UnixStream::connect(path).await?)) }
+        }))
+        .await
+        .unwrap()
+}
+
 /// Uploads blobs with BatchUpdateBlobs, asserting success; returns keys.
 pub async fn upload(
     cas: &mut ContentAddressableStorageClient<Channel>,
     function: DigestFunction,
     blobs: &[&[u8]],
 ) -> Vec<BlobKey> {
-    let keys: Vec<BlobKey> = blobs.iter().map(|b| key_of(function, b)).collect();
+    try_upload(cas, function, blobs).await.unwrap();
+    blobs.iter().map(|b| key_of(function, b)).collect()
+}
+
+/// Uploads blobs with BatchUpdateBlobs; the call's error, or the first
+/// blob's.
+pub async fn try_upload(
+    cas: &mut ContentAddressableStorageClient<Channel>,
+    function: DigestFunction,
+    blobs: &[&[u8]],
+) -> Result<(), tonic::Status> {
     let resp = cas
         .batch_update_blobs(BatchUpdateBlobsRequest {
             instance_name: String::new(),
             requests: blobs
                 .iter()
-                .zip(&keys)
-                .map(|(b, k)| batch_update_blobs_request::Request {
-                    digest: Some(k.to_proto()),
+                .map(|b| batch_update_blobs_request::Request {
+                    digest: Some(key_of(function, b).to_proto()),
                     data: b.to_vec(),
                     compressor: 0,
                 })
                 .collect(),
             digest_function: function.to_proto(),
         })
-        .await
-        .unwrap()
+        .await?
         .into_inner();
     for r in resp.responses {
-        assert_eq!(r.status.unwrap().code, 0);
+        let status = r.status.unwrap_or_default();
+        if status.code != 0 {
+            return Err(tonic::Status::new(status.code.into(), status.message));
+        }
     }
-    keys
+    Ok(())
 }
 
 /// A digest proto.
