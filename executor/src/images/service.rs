@@ -36,8 +36,17 @@ impl ImagesService {
     }
 }
 
-/// Who sent a request: `unix uid N` on a Unix socket, `tcp ADDR` on TCP.
+/// Who sent a request: the principal the authentication layer found
+/// (`unix uid N`, `x509 SUBJECT`, `anonymous`), else what the connection
+/// says (`unix uid N` on a Unix socket, `tcp ADDR` on TCP).
 pub fn peer<T>(request: &Request<T>) -> String {
+    if let Some(caller) = request.extensions().get::<crate::auth::Caller>() {
+        return match &caller.principal {
+            crate::auth::Principal::Unix { uid, .. } => format!("unix uid {uid}"),
+            crate::auth::Principal::Cert { subject } => format!("x509 {subject}"),
+            crate::auth::Principal::Anonymous => "anonymous".into(),
+        };
+    }
     if let Some(info) = request
         .extensions()
         .get::<tonic::transport::server::UdsConnectInfo>()
