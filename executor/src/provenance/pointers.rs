@@ -23,6 +23,9 @@ use crate::digest::BlobKey;
 /// The `type_url` of the ref in `auxiliary_metadata`: a well-known type
 /// every protobuf runtime knows.
 pub const REF_TYPE_URL: &str = "type.googleapis.com/google.protobuf.StringValue";
+/// How results cached by earlier builds of hermeticd carry the ref (the
+/// message itself); still read, never written.
+const LEGACY_REF_TYPE_URL: &str = "type.googleapis.com/hermetic.v1.ProvenanceRef";
 /// What the string value starts with; the hex encoding of the
 /// `hermetic.v1.ProvenanceRef` follows.
 pub const REF_PREFIX: &str = "hermetic.v1.ProvenanceRef:";
@@ -74,6 +77,9 @@ pub fn record_in_result(result: &mut ActionResult, r: &ProvenanceRef) {
 
 /// The ref in one `auxiliary_metadata` entry, if it is one.
 fn decode_ref(a: &Any) -> Option<ProvenanceRef> {
+    if a.type_url == LEGACY_REF_TYPE_URL {
+        return ProvenanceRef::decode(a.value.as_slice()).ok();
+    }
     if a.type_url != REF_TYPE_URL {
         return None;
     }
@@ -170,6 +176,11 @@ mod tests {
             value: "something else".to_owned().encode_to_vec(),
         };
         assert_eq!(decode_ref(&other), None);
+        let legacy = Any {
+            type_url: LEGACY_REF_TYPE_URL.into(),
+            value: r(5).encode_to_vec(),
+        };
+        assert_eq!(decode_ref(&legacy), Some(r(5)));
         // Only the documents present are named; the keyring is absent here.
         let logs = server_logs(&r(7));
         let mut names: Vec<&str> = logs.keys().map(String::as_str).collect();
