@@ -112,8 +112,17 @@ pub async fn reproduce(g: &Globals, args: &ReproduceArgs) -> Result<u8> {
     let function = matching_function(&statement, &run_args)?;
     let mut run_args = run_args;
     run_args.digest_function = Some(function.name().to_owned());
-    let exit = crate::run::run(g, &run_args).await?;
+    // With --json, one document: the rebuild's report and the verdict.
+    let (exit, rebuild) = if g.json {
+        let (report, _) = crate::run::execute_and_collect(g, &run_args).await?;
+        (report.hermetic_exit_code, Some(report))
+    } else {
+        (crate::run::run(g, &run_args).await?, None)
+    };
     if exit != 0 {
+        if let Some(report) = &rebuild {
+            print_json(&serde_json::json!({ "rebuild": report }))?;
+        }
         return Ok(exit);
     }
     let rebuilt_path = out_dir.join(META_DIR).join(BUNDLE_FILE);
@@ -134,10 +143,8 @@ pub async fn reproduce(g: &Globals, args: &ReproduceArgs) -> Result<u8> {
         mismatches,
         rebuilt_provenance: rebuilt_path,
     };
-    if g.json {
-        let text = serde_json::to_string_pretty(&verdict)
-            .map_err(|e| Error::Infra(format!("the verdict does not serialize: {e}")))?;
-        println!("{text}");
+    if let Some(report) = &rebuild {
+        print_json(&serde_json::json!({ "rebuild": report, "verdict": verdict }))?;
     } else if verdict.reproduced {
         eprintln!(
             "reproduced     yes: all {} attested outputs rebuilt bit for bit",
@@ -164,6 +171,13 @@ pub async fn reproduce(g: &Globals, args: &ReproduceArgs) -> Result<u8> {
     } else {
         code::NOT_REPRODUCIBLE
     })
+}
+
+fn print_json(v: &Value) -> Result<()> {
+    let text = serde_json::to_string_pretty(v)
+        .map_err(|e| Error::Infra(format!("the verdict does not serialize: {e}")))?;
+    println!("{text}");
+    Ok(())
 }
 
 /// The job an attestation's `externalParameters` describe.

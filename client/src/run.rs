@@ -105,6 +105,24 @@ pub struct RunReport {
 
 /// Runs `hermetic run`; returns the exit code.
 pub async fn run(g: &Globals, args: &RunArgs) -> Result<u8> {
+    let (report, streams) = execute_and_collect(g, args).await?;
+    if !g.json {
+        // The step's own output, as it wrote it.
+        if let Some(data) = &streams[0] {
+            let _ = std::io::stdout().write_all(data);
+            let _ = std::io::stdout().flush();
+        }
+        if let Some(data) = &streams[1] {
+            let _ = std::io::stderr().write_all(data);
+        }
+    }
+    print(g.json, &report)?;
+    Ok(report.hermetic_exit_code)
+}
+
+/// `hermetic run` without printing anything but progress: the report and
+/// the step's stdout and stderr, for callers that print them their way.
+pub async fn execute_and_collect(g: &Globals, args: &RunArgs) -> Result<(RunReport, Streams)> {
     let mut file = args.merged()?;
     if file.digest_function.is_none() {
         file.digest_function.clone_from(&g.settings.digest_function);
@@ -168,18 +186,7 @@ pub async fn run(g: &Globals, args: &RunArgs) -> Result<u8> {
         },
         e => e,
     })?;
-    if !g.json {
-        // The step's own output, as it wrote it.
-        if let Some(data) = &streams[0] {
-            let _ = std::io::stdout().write_all(data);
-            let _ = std::io::stdout().flush();
-        }
-        if let Some(data) = &streams[1] {
-            let _ = std::io::stderr().write_all(data);
-        }
-    }
-    print(g.json, &report)?;
-    Ok(report.hermetic_exit_code)
+    Ok((report, streams))
 }
 
 /// Uploads what is missing and executes; returns the operation's name and
@@ -222,7 +229,7 @@ struct LogFlags {
 }
 
 /// The step's stdout and stderr, when the result names them.
-type Streams = [Option<Vec<u8>>; 2];
+pub type Streams = [Option<Vec<u8>>; 2];
 
 /// Downloads everything and decides the exit code.
 async fn collect(

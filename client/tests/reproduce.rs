@@ -55,6 +55,24 @@ fn a_deterministic_build_is_reproduced_from_its_attestation() {
         std::fs::read(work.join("again/out.txt")).unwrap(),
         b"source\nhi\n"
     );
+    // With --json: one document holding the rebuild's report and the verdict.
+    let meta = work.join("first/.hermetic");
+    let j = d
+        .hermetic()
+        .args(["--json", "reproduce"])
+        .arg(meta.join("provenance.json"))
+        .arg("--input")
+        .arg(work.join("in"))
+        .arg("--out-dir")
+        .arg(work.join("again-json"))
+        .output()
+        .unwrap();
+    assert_eq!(j.status.code(), Some(0), "{:?}", text(&j));
+    let v: serde_json::Value = serde_json::from_slice(&j.stdout)
+        .unwrap_or_else(|e| panic!("not one JSON document ({e}): {:?}", text(&j)));
+    assert_eq!(v["verdict"]["reproduced"], true, "{v}");
+    assert_eq!(v["verdict"]["mismatches"], serde_json::json!([]), "{v}");
+    assert_eq!(v["rebuild"]["cache_hit"], false, "{v}");
 }
 
 #[test]
