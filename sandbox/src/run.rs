@@ -112,6 +112,12 @@ pub struct Prepared {
 impl Prepared {
     /// Compiles what a profile needs before any execution.
     pub fn new(profile: &crate::profile::Profile) -> Result<Self, String> {
+        // Root mode's preconditions, checked here once: a supervisor forks
+        // its runners after this, so they inherit the cache and skip the
+        // file reads on every action.
+        if nix::unistd::geteuid().is_root() {
+            check_root_mode_once(host_ids(&profile.user))?;
+        }
         let seccomp = if profile.seccomp.enabled {
             Some(crate::seccomp::compile(&profile.seccomp).map_err(|e| format!("seccomp: {e}"))?)
         } else {
