@@ -412,38 +412,40 @@ async fn bisect(
 /// subjects the baseline run's output files with SHA-256 and BLAKE3 (as
 /// in provenance), read from the kept copy.
 fn statement(report: &Report, baseline: &Path) -> Result<serde_json::Value> {
-    use sha2::Digest as _;
+    use hermetic_attest::FileRecord;
     let tree = Tree::read(baseline)
         .map_err(|e| Error::Internal(format!("cannot read the baseline's outputs: {e}")))?;
-    let mut subjects = Vec::new();
+    let mut records = Vec::new();
     for (path, entry) in tree.entries() {
         if !matches!(entry, hermetic_repro::tree::Entry::File { .. }) {
             continue;
         }
         let file = tree.path_of(path);
-        let data = std::fs::read(&file).map_err(Error::io("read", &file))?;
-        let sha256: String = sha2::Sha256::digest(&data)
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect();
-        subjects.push(serde_json::json!({
-            "name": path,
-            "digest": {"sha256": sha256, "blake3": blake3::hash(&data).to_hex().to_string()},
-        }));
+        let f = std::fs::File::open(&file).map_err(Error::io("open", &file))?;
+        records.push(
+            FileRecord::from_reader(path.as_str(), std::io::BufReader::new(f), false)
+                .map_err(Error::io("read", &file))?,
+        );
     }
-    if subjects.is_empty() {
+    if records.is_empty() {
         // A statement needs a subject: the report itself, by its digest.
-        let json = report.to_json();
-        subjects.push(serde_json::json!({
-            "name": REPORT_JSON,
-            "digest": {
-                "sha256": sha2::Sha256::digest(json.as_bytes()).iter().map(|b| format!("{b:02x}")).collect::<String>(),
-                "blake3": blake3::hash(json.as_bytes()).to_hex().to_string(),
-            },
-        }));
+        records.push(FileRecord::of(
+            REPORT_JSON,
+            report.to_json().as_bytes(),
+            false,
+        ));
     }
+    let subjects: Vec<serde_json::Value> = records
+        .iter()
+        .map(|r| {
+            serde_json::json!({
+                "name": r.path,
+                "digest": {"sha256": r.sha256, "blake3": r.blake3},
+            })
+        })
+        .collect();
     Ok(serde_json::json!({
-        "_type": "https://in-toto.io/Statement/v1",
+        "_type": hermetic_attest::provenance::STATEMENT_TYPE,
         "subject": subjects,
         "predicateType": hermetic_repro::PREDICATE_TYPE,
         "predicate": hermetic_repro::predicate(report),
