@@ -171,9 +171,17 @@ pub fn platform(job: &Job) -> Option<Platform> {
 pub fn prepare(job: &Job) -> Result<Prepared> {
     let f = job.digest_function;
     let mut blobs = BTreeMap::new();
-    let input_root = match &job.input {
-        Some(dir) => walk(dir, f, &mut blobs)?,
-        None => add(&mut blobs, f, Directory::default().encode_to_vec()),
+    let input_root = match (&job.stored_input, &job.input) {
+        // Already in the store, checked there (`stored_input::resolve`).
+        (Some(candidates), _) => candidates
+            .iter()
+            .find(|(cf, _)| *cf == f)
+            .map(|(_, d)| d.clone())
+            .ok_or_else(|| {
+                Error::Infra(format!("the stored input root has no {} digest", f.name()))
+            })?,
+        (None, Some(dir)) => walk(dir, f, &mut blobs)?,
+        (None, None) => add(&mut blobs, f, Directory::default().encode_to_vec()),
     };
     let command_digest = add(&mut blobs, f, command(job).encode_to_vec());
     let action = Action {

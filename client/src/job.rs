@@ -94,6 +94,10 @@ pub struct Job {
     pub image: Option<String>,
     /// Input directory, when given.
     pub input: Option<PathBuf>,
+    /// An input root already in the store instead of a directory (its
+    /// candidate keys; see `stored_input`): set by `hermetic reproduce`,
+    /// never by a job file.
+    pub stored_input: Option<crate::stored_input::Candidates>,
     /// Output paths, sorted and unique.
     pub outputs: Vec<String>,
     /// Environment, sorted by name.
@@ -174,6 +178,7 @@ impl Job {
             command,
             image: f.image,
             input: f.input,
+            stored_input: None,
             outputs,
             env: f.env,
             timeout,
