@@ -237,7 +237,9 @@ fn the_multifile_c_build_passes_every_variation_in_the_toolchain_image() {
     for o in outputs {
         cmd.args(["--output", o]);
     }
+    let start = std::time::Instant::now();
     let o = cmd.args(["--", "make", "-j2"]).output().unwrap();
+    eprintln!("checked in {:.1?}", start.elapsed());
     let report_text =
         std::fs::read_to_string(work.join("out/.hermetic/repro-report.txt")).unwrap_or_default();
     assert_eq!(o.status.code(), Some(0), "{:?}\n{report_text}", text(&o));

@@ -247,6 +247,7 @@ pub fn toolchain_image(d: &Daemon) -> Option<()> {
             return None;
         }
     };
+    let start = std::time::Instant::now();
     let import = d
         .hermetic()
         .args(["image", "import"])
@@ -259,6 +260,7 @@ pub fn toolchain_image(d: &Daemon) -> Option<()> {
         "import the toolchain image: {:?}",
         text(&import)
     );
+    eprintln!("toolchain image imported in {:.1?}", start.elapsed());
     Some(())
 }
 
