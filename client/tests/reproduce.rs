@@ -207,6 +207,36 @@ fn a_deterministic_build_is_reproduced_from_the_daemons_store() {
 }
 
 #[test]
+fn a_sha256_build_is_found_in_the_store_under_sha256() {
+    let Some(d) = daemon() else { return };
+    let work = scratch(d, "reproduce-stored-sha256");
+    nested_input(&work);
+    let b = d
+        .hermetic()
+        .args(["run", "--digest-function", "sha256", "--input"])
+        .arg(work.join("in"))
+        .args(["--output", "out.txt"])
+        .arg("--out-dir")
+        .arg(work.join("first"))
+        .args(["--", "sh", "-c", "cat sub/more.txt src.txt > out.txt"])
+        .output()
+        .unwrap();
+    assert_eq!(b.status.code(), Some(0), "{:?}", text(&b));
+    let j = reproduce_stored(d, &work, "again", &["--json"]);
+    assert_eq!(j.status.code(), Some(0), "{:?}", text(&j));
+    let v = json(&j);
+    assert_eq!(v["verdict"]["reproduced"], true, "{v}");
+    // The input root's key is its SHA-256: the rebuild ran under SHA-256.
+    assert!(
+        v["rebuild"]["action_digest"]
+            .as_str()
+            .unwrap()
+            .starts_with("sha256:"),
+        "{v}"
+    );
+}
+
+#[test]
 fn randomness_is_not_reproduced_from_the_daemons_store_and_the_file_is_named() {
     let Some(d) = daemon() else { return };
     let work = scratch(d, "reproduce-stored-no");
