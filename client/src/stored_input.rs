@@ -135,3 +135,102 @@ async fn missing_below(
     missing.extend(backend.find_missing(f, files).await?);
     Ok((blobs, missing))
 }
+
+#[cfg(test)]
+mod tests {
+    use bazel_remote_apis::build::bazel::remote::execution::v2::{DirectoryNode, FileNode};
+
+    use super::*;
+    use crate::action::{Blob, Source};
+
+    /// A local store in a temp dir (no daemon, no sandbox needed).
+    async fn local(dir: &std::path::Path) -> Backend {
+        let profiles = dir.join("profiles");
+        std::fs::create_dir(&profiles).unwrap();
+        let mut config = hermeticd::config::Config::default();
+        config.cas.no_fsync = true;
+        config.profiles_dir = Some(profiles);
+        config.image_store = Some(dir.join("images"));
+        let local = hermeticd::local::Local::open(config, &dir.join("state"))
+            .await
+            .unwrap();
+        Backend::Local(Box::new(local))
+    }
+
+    async fn put(b: &Backend, f: Function, data: &[u8]) -> Digest {
+        let digest = f.digest(data);
+        let blob = Blob {
+            digest: digest.clone(),
+            source: Source::Bytes(data.to_vec()),
+        };
+        b.upload(f, vec![blob], &|_| {}).await.unwrap();
+        digest
+    }
+
+    fn file(name: &str, digest: Digest) -> FileNode {
+        FileNode {
+            name: name.into(),
+            digest: Some(digest),
+            ..Default::default()
+        }
+    }
+
+    #[tokio::test]
+    async fn a_tree_is_found_under_its_function_and_each_missing_blob_named() {
+        let tmp = tempfile::tempdir().unwrap();
+        let b = local(tmp.path()).await;
+        let f = Function::Blake3;
+        // root/{a, sub/{b, c}}; `c` is never stored.
+        let a = put(&b, f, b"a\n").await;
+        let bb = put(&b, f, b"b\n").await;
+        let c = f.digest(b"c, never stored\n");
+        let sub = Directory {
+            files: vec![file("b", bb), file("c", c.clone())],
+            ..Default::default()
+        };
+        let sub_digest = put(&b, f, &sub.encode_to_vec()).await;
+        let root = Directory {
+            files: vec![file("a", a)],
+            directories: vec![DirectoryNode {
+                name: "sub".into(),
+                digest: Some(sub_digest),
+            }],
+            ..Default::default()
+        };
+        let root_bytes = root.encode_to_vec();
+        let root_digest = put(&b, f, &root_bytes).await;
+        // The attestation's candidates: BLAKE3 first, then SHA-256 of the
+        // same bytes (not stored under SHA-256).
+        let candidates = vec![
+            (Function::Blake3, root_digest.clone()),
+            (Function::Sha256, Function::Sha256.digest(&root_bytes)),
+        ];
+        let e = resolve(&b, &candidates).await.unwrap_err();
+        assert!(matches!(e, Error::InvalidJob(_)), "{e}");
+        let text = e.to_string();
+        assert!(text.contains("lacks 1 of the 5 blobs"), "{text}");
+        assert!(text.contains(&show(f, &c)), "{text}");
+        assert!(text.contains("--input DIR"), "{text}");
+        // With `c` stored, the tree is whole.
+        put(&b, f, b"c, never stored\n").await;
+        assert_eq!(
+            resolve(&b, &candidates).await.unwrap(),
+            (Function::Blake3, root_digest)
+        );
+        // A root the store holds under no candidate: each is named.
+        let other = Directory {
+            files: vec![file("z", f.digest(b"z"))],
+            ..Default::default()
+        }
+        .encode_to_vec();
+        let absent = vec![
+            (Function::Blake3, Function::Blake3.digest(&other)),
+            (Function::Sha256, Function::Sha256.digest(&other)),
+        ];
+        let text = resolve(&b, &absent).await.unwrap_err().to_string();
+        for (cf, d) in &absent {
+            assert!(text.contains(&show(*cf, d)), "{text}");
+        }
+        b.close().await;
+    }
+}
