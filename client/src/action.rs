@@ -188,7 +188,7 @@ pub fn prepare(job: &Job) -> Result<Prepared> {
         command_digest: Some(command_digest),
         input_root_digest: Some(input_root.clone()),
         timeout: job.timeout.map(proto_duration),
-        do_not_cache: false,
+        do_not_cache: job.do_not_cache,
         salt: Vec::new(),
         platform: platform(job),
     };
@@ -276,8 +276,19 @@ mod tests {
         assert_eq!(a.blobs.len(), 6);
         let sha = Job {
             digest_function: Function::Sha256,
-            ..j
+            ..j.clone()
         };
         assert_ne!(prepare(&sha).unwrap().action_digest, a.action_digest);
+        // do_not_cache is part of the Action: another action.
+        let uncached = Job {
+            do_not_cache: true,
+            ..j
+        };
+        let u = prepare(&uncached).unwrap();
+        assert_ne!(u.action_digest, a.action_digest);
+        let Source::Bytes(action) = &u.blobs[&u.action_digest.hash].source else {
+            panic!("the Action is in memory")
+        };
+        assert!(Action::decode(action.as_slice()).unwrap().do_not_cache);
     }
 }

@@ -98,6 +98,10 @@ pub struct Job {
     /// candidate keys; see `stored_input`): set by `hermetic reproduce`,
     /// never by a job file.
     pub stored_input: Option<crate::stored_input::Candidates>,
+    /// The Action's `do_not_cache`: its result is never cached (set by
+    /// `hermetic reproduce`, whose rebuild must not replace a cached
+    /// result); never from a job file.
+    pub do_not_cache: bool,
     /// Output paths, sorted and unique.
     pub outputs: Vec<String>,
     /// Environment, sorted by name.
@@ -179,6 +183,7 @@ impl Job {
             image: f.image,
             input: f.input,
             stored_input: None,
+            do_not_cache: false,
             outputs,
             env: f.env,
             timeout,

@@ -120,7 +120,7 @@ pub async fn reproduce(g: &Globals, args: &ReproduceArgs) -> Result<u8> {
         .clone()
         .unwrap_or_else(|| PathBuf::from("hermetic-reproduce"));
     let mut run_args = job_of(&statement, args.input.as_deref(), &out_dir)?;
-    let job = match &args.input {
+    let mut job = match &args.input {
         Some(_) => {
             let function = matching_function(&statement, &run_args)?;
             run_args.digest_function = Some(function.name().to_owned());
@@ -132,7 +132,10 @@ pub async fn reproduce(g: &Globals, args: &ReproduceArgs) -> Result<u8> {
             job
         }
     };
-    // A fresh execution: the action cache is never consulted.
+    // A fresh execution: the action cache is neither consulted (skip the
+    // lookup) nor written (do_not_cache), so a rebuild that differs never
+    // replaces the cached result of the build it audits.
+    job.do_not_cache = true;
     let (report, streams) = crate::run::execute_job(g, job, args.local, true).await?;
     let exit = report.hermetic_exit_code;
     // With --json, one document: the rebuild's report and the verdict.
