@@ -432,24 +432,57 @@ async fn run_steps(
         .await?;
     }
 
-    // 3. Ingest stdout, stderr and the outputs.
+    // 3. Ingest stdout, stderr and the outputs, in one trip to a blocking
+    // thread: each trip costs a thread wake-up, which for a small action is
+    // as much as the work itself.
     log.timestamps.output_upload_start = now();
     let function = p.function;
-    let (stdout, stderr) = {
-        let (store, w, pool) = (env.store.clone(), work.to_owned(), env.pool.clone());
+    let collect = run.status.as_ref().is_some_and(|s| {
+        matches!(
+            s.outcome,
+            Outcome::Completed | Outcome::TimedOut | Outcome::OomKilled
+        ) && s.output_errors.is_empty()
+    });
+    let (stdout, stderr, collected) = {
+        let (store, w, pool, p2) = (
+            env.store.clone(),
+            work.to_owned(),
+            env.pool.clone(),
+            p.clone(),
+        );
         let reusable = run.status.is_some().then_some(staged);
         blocking(move || {
             if let Some(staged) = reusable {
                 // The sandbox is gone: its input subtrees serve the next action.
                 staged.give_back(&pool);
             }
-            Ok((
-                ingest_stream(&store, function, &w.join("stdout"))?,
-                ingest_stream(&store, function, &w.join("stderr"))?,
-            ))
+            let stdout = ingest_stream(&store, function, &w.join("stdout"))?;
+            let stderr = ingest_stream(&store, function, &w.join("stderr"))?;
+            let mut result = ActionResult {
+                stdout_digest: Some(stdout.to_proto()),
+                stderr_digest: Some(stderr.to_proto()),
+                ..Default::default()
+            };
+            let collected = if collect {
+                outputs::collect(
+                    &store,
+                    function,
+                    &w.join("out"),
+                    &p2.command.working_directory,
+                    &p2.outputs,
+                    p2.directory_format,
+                    &mut result,
+                )
+                .and_then(|()| inline_result(&store, function, &mut result, &p2.inline))
+                .map(|()| result)
+            } else {
+                Ok(result)
+            };
+            Ok((stdout, stderr, collected))
         })
         .await?
     };
+    let collected = collected.map(|c| *result = c);
     result.stdout_digest = Some(stdout.to_proto());
     result.stderr_digest = Some(stderr.to_proto());
     log.stdout_digest = Some(format!("{stdout:?}"));
@@ -506,37 +539,10 @@ async fn run_steps(
         (None, None) => -1,
     };
     let outcome = status.outcome;
-    if matches!(
-        outcome,
-        Outcome::Completed | Outcome::TimedOut | Outcome::OomKilled
-    ) && status.output_errors.is_empty()
-    {
-        let (store, p2, out) = (env.store.clone(), p.clone(), work.join("out"));
-        let mut collected = std::mem::take(result);
-        let r = blocking(move || {
-            outputs::collect(
-                &store,
-                function,
-                &out,
-                &p2.command.working_directory,
-                &p2.outputs,
-                p2.directory_format,
-                &mut collected,
-            )?;
-            inline_result(&store, function, &mut collected, &p2.inline)?;
-            Ok(collected)
-        })
-        .await;
-        match r {
-            Ok(c) => *result = c,
-            Err(e) => {
-                result.stdout_digest = Some(stdout.to_proto());
-                result.stderr_digest = Some(stderr.to_proto());
-                log.error = Some(e.to_string());
-                log.timestamps.output_upload_completed = now();
-                return Ok((e.to_rpc_status(), String::new()));
-            }
-        }
+    if let Err(e) = collected {
+        log.error = Some(e.to_string());
+        log.timestamps.output_upload_completed = now();
+        return Ok((e.to_rpc_status(), String::new()));
     }
     log.timestamps.output_upload_completed = now();
     if !status.output_errors.is_empty() {
