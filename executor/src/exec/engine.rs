@@ -538,9 +538,6 @@ impl Engine {
             }
         }
         op.settled.send_replace(true);
-        // Off the client's path, and before the action stops counting as
-        // active, so that shutdown waits for it.
-        leftovers.remove_dir().await;
         {
             let mut inflight = lock(&self.inflight);
             if inflight.get(&flight).is_some_and(|o| Arc::ptr_eq(o, &op)) {
@@ -548,6 +545,10 @@ impl Engine {
             }
         }
         self.active.send_modify(|n| *n -= 1);
+        // Off the client's path, and no longer counted as running: a
+        // removal cut short by the daemon's exit is finished at its next
+        // start-up, which empties the actions directory.
+        leftovers.remove_dir().await;
     }
 
     /// Stops accepting work, lets running actions finish within `grace`,
