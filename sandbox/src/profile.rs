@@ -39,6 +39,59 @@ pub struct Profile {
     /// strict default): every restriction is required.
     #[serde(default)]
     pub allow_weaker: Vec<Weakening>,
+    /// Anomaly indicators (`[anomalies]`): what the helper watches and
+    /// records. Left out of the digest while it is the default, so adding
+    /// the section changed no existing profile's digest.
+    #[serde(default, skip_serializing_if = "AnomalyWatch::is_default")]
+    pub anomalies: AnomalyWatch,
+}
+
+/// Anomaly indicators a profile turns on (all on by default). The network
+/// and exec watches need seccomp (they are seccomp user notifications);
+/// with seccomp disabled the status says they were off and why.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct AnomalyWatch {
+    /// Record (and deny with ENETUNREACH) every `connect`, `sendto`,
+    /// `sendmsg` and `sendmmsg` to an IPv4/IPv6 address other than
+    /// loopback (default true).
+    #[serde(default = "yes")]
+    pub network: bool,
+    /// Record every `execve`/`execveat` of a file the step created (in the
+    /// `/work` upper layer, `/tmp`, `/dev/shm`, a memfd); it still runs
+    /// (default true).
+    #[serde(default = "yes")]
+    pub foreign_exec: bool,
+    /// Record paths written under `/work` outside the declared outputs
+    /// (default true; nothing to record when no outputs are declared).
+    #[serde(default = "yes")]
+    pub writes_outside_outputs: bool,
+    /// At most this many records of each kind; further ones are only
+    /// counted (default 100).
+    #[serde(default = "default_max_records")]
+    pub max_records: u32,
+}
+
+fn default_max_records() -> u32 {
+    100
+}
+
+impl Default for AnomalyWatch {
+    fn default() -> Self {
+        AnomalyWatch {
+            network: true,
+            foreign_exec: true,
+            writes_outside_outputs: true,
+            max_records: default_max_records(),
+        }
+    }
+}
+
+impl AnomalyWatch {
+    /// Whether every field has its default.
+    pub fn is_default(&self) -> bool {
+        *self == AnomalyWatch::default()
+    }
 }
 
 /// A restriction a profile may allow to be weaker than asked.
