@@ -844,6 +844,11 @@ fn take_watcher(
             .off
             .push("foreign_exec: off in the profile".into());
     }
+    if prepared.seccomp.is_none() && (a.network || a.foreign_exec) {
+        anomalies
+            .off
+            .push("network and exec watches: seccomp is disabled in the profile".into());
+    }
     let plan = watch_plan(&spec.profile, prepared)?;
     if let Some(e) = ready["notify_error"].as_str() {
         anomalies.off.push(format!("network and exec watches: {e}"));
@@ -1115,7 +1120,7 @@ fn wait_readable(
     mut watcher: Option<&mut crate::anomaly::notify::Watcher>,
 ) -> Result<bool, nix::Error> {
     loop {
-        let (ready, notified) = {
+        let (ready, notified, hung_up) = {
             let mut fds = vec![PollFd::new(fd, PollFlags::POLLIN)];
             if let Some(w) = &watcher {
                 fds.push(PollFd::new(w.fd(), PollFlags::POLLIN));
@@ -1125,11 +1130,20 @@ fn wait_readable(
                 Ok(_) => {}
                 Err(e) => return Err(e),
             }
-            let has = |f: &PollFd| f.revents().is_some_and(|r| !r.is_empty());
-            (has(&fds[0]), fds.get(1).is_some_and(has))
+            let ev = |f: &PollFd| f.revents().unwrap_or(PollFlags::empty());
+            let listener = fds.get(1).map(ev).unwrap_or(PollFlags::empty());
+            (
+                !ev(&fds[0]).is_empty(),
+                listener.contains(PollFlags::POLLIN),
+                !listener.contains(PollFlags::POLLIN) && !listener.is_empty(),
+            )
         };
         if notified && let Some(w) = watcher.as_deref_mut() {
             w.service();
+        }
+        if hung_up {
+            // No process uses the filter any more: nothing to answer.
+            watcher = None;
         }
         if ready {
             return Ok(true);
