@@ -558,6 +558,26 @@ mod tests {
     }
 
     #[test]
+    fn anomalies_at_their_defaults_leave_the_digest_alone() {
+        let text = std::fs::read_to_string(repo_profiles().join("strict.toml")).unwrap();
+        let at = text
+            .find("[anomalies]")
+            .expect("strict.toml documents [anomalies]");
+        let with = Profile::from_toml(&text, "strict.toml").unwrap();
+        let without = Profile::from_toml(&text[..at], "strict.toml").unwrap();
+        assert_eq!(with, without);
+        assert_eq!(with.digest(), without.digest());
+        let mut quiet = with.clone();
+        quiet.anomalies.network = false;
+        assert_ne!(quiet.digest(), with.digest());
+        let bad = format!("{}[anomalies]\nnetwrok = false\n", &text[..at]);
+        let err = Profile::from_toml(&bad, "bad.toml")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("netwrok"), "{err}");
+    }
+
+    #[test]
     fn unknown_key_is_named_with_the_file() {
         let text = "name = \"x\"\ndescription = \"d\"\n[limits]\ntimeout_secs = 5\n";
         let err = Profile::from_toml(text, "bad.toml")

@@ -38,7 +38,8 @@
 //! without the watch). Executions always continue; they are an indicator.
 //!
 //! **TOCTOU.** The notification names a pid; after reading its memory (and
-//! `/proc/<pid>` links) the helper checks `SECCOMP_IOCTL_NOTIF_ID_VALID`:
+//! `/proc/<pid>` links), before recording anything, the helper checks
+//! `SECCOMP_IOCTL_NOTIF_ID_VALID`:
 //! if the caller died and the pid was reused, the read is discarded. A
 //! step that rewrites the path or address between our read and the
 //! kernel's can mislead the record, not the containment.
@@ -362,8 +363,6 @@ impl Watcher {
     ) -> Option<Verdict> {
         let pid = req.pid as i32;
         let path = read_cstr(pid, path_ptr)?;
-        // Everything that names the caller by pid is read before the
-        // validity check.
         let target = if path.is_empty() && flags & libc::AT_EMPTY_PATH != 0 {
             // fexecve: the file is the fd itself (a memfd, typically).
             Target::File(open_path(&format!("/proc/{pid}/fd/{dirfd}"))?)
@@ -381,15 +380,19 @@ impl Watcher {
             full.extend(path);
             Target::InRoot(full)
         };
-        let sandbox_pid = sandbox_pid(pid);
-        if !self.id_valid(req.id) {
-            return None;
-        }
         let file = match target {
             Target::File(f) => f,
             Target::InRoot(p) => self.resolve(&p)?,
         };
+        // Most executions are the image's or the inputs': answered without
+        // another look at the caller.
         if let Some((path, origin)) = self.classify(file.as_fd()) {
+            let sandbox_pid = sandbox_pid(pid);
+            // Everything read through the pid (its memory, cwd, fds,
+            // status) was the notification's caller's.
+            if !self.id_valid(req.id) {
+                return None;
+            }
             push_capped(
                 &mut self.anomalies.foreign_exec,
                 &mut self.anomalies.dropped.foreign_exec,
