@@ -18,7 +18,13 @@ fn anomalies_are_recorded() {
         let r = x.run(&run);
         common(c, &r, "strict", 0, Outcome::Completed);
         // The calls failed, with the errno the empty namespace gives.
-        for attack in ["anomaly_tcp_outside", "anomaly_udp_sendto"] {
+        for attack in [
+            "anomaly_tcp_outside",
+            "anomaly_udp_sendto",
+            "anomaly_udp_sendmsg",
+            "anomaly_udp_sendmmsg",
+            "anomaly_tcp6_outside",
+        ] {
             let a = r.one(attack);
             c.check(
                 &r,
@@ -34,6 +40,7 @@ fn anomalies_are_recorded() {
             "anomaly_exec_image",
             "anomaly_exec_tmp",
             "anomaly_exec_work",
+            "anomaly_exec_memfd",
         ] {
             let e = r.one(attack);
             c.check(&r, int(e, "status") == 0, || {
@@ -47,41 +54,48 @@ fn anomalies_are_recorded() {
             a.network_watched && a.exec_watched && a.writes_checked,
             || format!("watches not all on: {a:?}"),
         );
-        let net: Vec<(String, String, u16, i32)> = a
+        let net: Vec<(&str, &str, &str, u16, i32)> = a
             .network
             .iter()
-            .map(|n| (n.syscall.clone(), n.address.clone(), n.port, n.errno))
+            .map(|n| {
+                (
+                    n.syscall.as_str(),
+                    n.family.as_str(),
+                    n.address.as_str(),
+                    n.port,
+                    n.errno,
+                )
+            })
             .collect();
-        let want = vec![
-            (
-                "connect".to_owned(),
-                "10.0.0.1".to_owned(),
-                80,
-                libc::ENETUNREACH,
-            ),
-            (
-                "sendto".to_owned(),
-                "1.1.1.1".to_owned(),
-                53,
-                libc::ENETUNREACH,
-            ),
+        let unreachable = libc::ENETUNREACH;
+        let want = [
+            ("connect", "inet", "10.0.0.1", 80, unreachable),
+            ("sendto", "inet", "1.1.1.1", 53, unreachable),
+            ("sendmsg", "inet", "1.0.0.1", 53, unreachable),
+            // Both messages of the sendmmsg name the destination.
+            ("sendmmsg", "inet", "9.9.9.9", 53, unreachable),
+            ("sendmmsg", "inet", "9.9.9.9", 53, unreachable),
+            ("connect", "inet6", "2001:db8::1", 443, unreachable),
         ];
         c.check(&r, net == want, || {
             format!("network anomalies {net:?}, expected exactly {want:?} (loopback is not one)")
         });
-        c.check(
-            &r,
-            a.network.iter().all(|n| n.pid > 1 && n.family == "inet"),
-            || format!("network records' pid/family: {:?}", a.network),
-        );
-        let execs: Vec<(&str, &str)> = a
+        c.check(&r, a.network.iter().all(|n| n.pid > 1), || {
+            format!("network records' pids: {:?}", a.network)
+        });
+        let execs: Vec<(&str, &str, &str)> = a
             .foreign_exec
             .iter()
-            .map(|e| (e.path.as_str(), e.origin.as_str()))
+            .map(|e| (e.syscall.as_str(), e.path.as_str(), e.origin.as_str()))
             .collect();
-        c.check(&r, execs == [("/tmp/x", "tmp"), ("/work/made", "work")], || {
+        let want_execs = [
+            ("execve", "/tmp/x", "tmp"),
+            ("execve", "/work/made", "work"),
+            ("execveat", "/memfd:tool", "memfd"),
+        ];
+        c.check(&r, execs == want_execs, || {
             format!(
-                "foreign executions {execs:?}, expected /tmp/x and /work/made only (not the image's /bin/true nor the probe, an input)"
+                "foreign executions {execs:?}, expected {want_execs:?} only (not the image's /bin/true nor the probe, an input)"
             )
         });
         c.check(&r, a.writes_outside_outputs == ["made"], || {

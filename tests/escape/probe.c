@@ -1295,6 +1295,66 @@ static int sendto_in(const char *ip, int port, const char *payload) {
     return r;
 }
 
+/* sendmsg (COUNT == 0) or sendmmsg of COUNT datagrams to IP:PORT, the
+ * destination in msg_name. */
+static int sendmsg_in(const char *ip, int port, int count) {
+    int s = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    if (s < 0) return -1;
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
+    inet_pton(AF_INET, ip, &a.sin_addr);
+    char payload[] = "q";
+    struct iovec iov = {.iov_base = payload, .iov_len = 1};
+    struct mmsghdr m[2];
+    memset(m, 0, sizeof m);
+    for (int i = 0; i < 2; i++) {
+        m[i].msg_hdr.msg_name = &a;
+        m[i].msg_hdr.msg_namelen = sizeof a;
+        m[i].msg_hdr.msg_iov = &iov;
+        m[i].msg_hdr.msg_iovlen = 1;
+    }
+    int r = count == 0 ? (int)sendmsg(s, &m[0].msg_hdr, 0) : sendmmsg(s, m, (unsigned)count, 0);
+    int e = errno;
+    close(s);
+    errno = e;
+    return r < 0 ? -1 : 0;
+}
+
+static int connect6_in(const char *ip, int port) {
+    int s = socket(AF_INET6, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (s < 0) return -1;
+    struct sockaddr_in6 a = {.sin6_family = AF_INET6, .sin6_port = htons((uint16_t)port)};
+    inet_pton(AF_INET6, ip, &a.sin6_addr);
+    int r = connect(s, (struct sockaddr *)&a, sizeof a);
+    int e = errno;
+    close(s);
+    errno = e;
+    return r;
+}
+
+/* fexecve of a memfd holding FROM (execveat with AT_EMPTY_PATH); returns
+ * the exit status or -1. */
+static int run_memfd(const char *from) {
+    int fd = (int)syscall(SYS_memfd_create, "tool", 0);
+    int in = open(from, O_RDONLY | O_CLOEXEC);
+    if (fd < 0 || in < 0) return -1;
+    char buf[65536];
+    ssize_t n;
+    while ((n = read(in, buf, sizeof buf)) > 0)
+        if (write(fd, buf, (size_t)n) != n) return -1;
+    close(in);
+    pid_t p = fork();
+    if (p == 0) {
+        char *argv[] = {"true", NULL};
+        char *envp[] = {NULL};
+        syscall(SYS_execveat, fd, "", argv, envp, AT_EMPTY_PATH);
+        _exit(127);
+    }
+    close(fd);
+    int st;
+    if (p < 0 || waitpid(p, &st, 0) < 0) return -1;
+    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+
 /* A UDP listener the probe starts on its own 127.0.0.1: a connected send
  * and a sendto reach it. Returns how many datagrams arrived (2), -1 on a
  * failed call. */
@@ -1354,9 +1414,15 @@ static void attack_anomalies(int argc, char **argv) {
     if (my_net != 0 && my_net != host_net && others == 0) {
         TRY("anomaly_tcp_outside", connect_in(SOCK_STREAM, "10.0.0.1", 80, NULL));
         TRY("anomaly_udp_sendto", sendto_in("1.1.1.1", 53, "q"));
+        TRY("anomaly_udp_sendmsg", sendmsg_in("1.0.0.1", 53, 0));
+        TRY("anomaly_udp_sendmmsg", sendmsg_in("9.9.9.9", 53, 2));
+        TRY("anomaly_tcp6_outside", connect6_in("2001:db8::1", 443));
     } else {
         report("anomaly_tcp_outside", -1, EALREADY);
         report("anomaly_udp_sendto", -1, EALREADY);
+        report("anomaly_udp_sendmsg", -1, EALREADY);
+        report("anomaly_udp_sendmmsg", -1, EALREADY);
+        report("anomaly_tcp6_outside", -1, EALREADY);
     }
     int got = loopback_roundtrip();
     j_begin("anomaly_loopback");
@@ -1378,6 +1444,9 @@ static void attack_anomalies(int argc, char **argv) {
     j_int("status", w == 0 ? run_true("/work/made") : -1);
     j_end();
     mkdir("/work/out", 0755);
+    j_begin("anomaly_exec_memfd");
+    j_int("status", run_memfd("/bin/busybox"));
+    j_end();
     int f = open("/work/out/result", O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
     TRY("anomaly_write_output", f < 0 ? -1 : write(f, "ok\n", 3));
     if (f >= 0) close(f);
