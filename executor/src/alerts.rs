@@ -340,6 +340,51 @@ mod tests {
     }
 
     #[test]
+    fn the_command_gets_the_alert_and_a_slow_one_is_killed() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("alert.json");
+        let metrics = Arc::new(crate::metrics::Metrics::default());
+        // `$(...)` reaches the program as text (tee writes a second copy to
+        // a file of that name): no shell in between.
+        let literal = dir.path().join("$(touch expanded)");
+        let config = AlertConfig {
+            command: vec![
+                "/usr/bin/tee".into(),
+                out.display().to_string(),
+                literal.display().to_string(),
+            ],
+            ..Default::default()
+        };
+        let alerter = Alerter::new(&config, Some(metrics.clone()))
+            .unwrap()
+            .unwrap();
+        alerter.fire_and_wait(Alert::new(AlertKind::VerificationFailure, "m".into()));
+        let got: serde_json::Value = serde_json::from_slice(&std::fs::read(&out).unwrap()).unwrap();
+        assert_eq!(got["kind"], "verification_failure");
+        assert_eq!(got["message"], "m");
+        assert!(literal.exists() && !dir.path().join("expanded").exists());
+        let count = |result: &'static str| {
+            metrics
+                .alerts
+                .get_or_create(&crate::metrics::AlertLabel {
+                    channel: "command",
+                    result,
+                })
+                .get()
+        };
+        assert_eq!(count("sent"), 1);
+
+        let slow = AlertConfig {
+            command: vec!["/bin/sleep".into(), "600".into()],
+            timeout_secs: 1,
+            ..Default::default()
+        };
+        let alerter = Alerter::new(&slow, Some(metrics.clone())).unwrap().unwrap();
+        alerter.fire_and_wait(Alert::new(AlertKind::Anomaly, "slow".into()));
+        assert_eq!(count("failed"), 1, "the timeout fails the delivery");
+    }
+
+    #[test]
     fn empty_program_is_refused() {
         let c = AlertConfig {
             command: vec![String::new()],
