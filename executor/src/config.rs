@@ -122,6 +122,9 @@ pub struct Config {
     pub log_format: LogFormat,
     /// Signed provenance, SBOMs and the transparency log.
     pub provenance: ProvenanceConfig,
+    /// The alert hook (`[alerts]`: `command`, `webhook`, `timeout_secs`),
+    /// fired on anomalies and verification failures. Default: none.
+    pub alerts: crate::alerts::AlertConfig,
 }
 
 /// How log lines are written.
@@ -344,6 +347,7 @@ impl Config {
             }
         }
         self.metrics.address()?;
+        self.alerts.validate()?;
         for (name, root) in &self.images {
             if !root.is_absolute() {
                 return Err(ConfigError::Invalid(format!(

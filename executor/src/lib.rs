@@ -28,6 +28,7 @@
 //! socket path is not a valid HTTP/2 authority.
 
 pub mod action_cache;
+pub mod alerts;
 pub mod auth;
 pub mod cas;
 pub mod config;

@@ -144,12 +144,25 @@ impl Daemon {
         info!(helper = %helper.display(), mode = ?config.sandbox_mode, "sandbox helper");
         let kill_grace = Duration::from_secs(5);
         let metrics = Arc::new(crate::metrics::Metrics::default());
-        let provenance = Arc::new(crate::provenance::Provenance::open(
+        let alerts = crate::alerts::Alerter::new(&config.alerts, Some(metrics.clone()))
+            .map_err(|e| Error::FailedPrecondition(e.to_string()))?;
+        let provenance = crate::provenance::Provenance::open(
             &state_dir,
             &config.provenance,
             &host_name(),
             images.clone(),
-        )?);
+        )
+        .inspect_err(|e| {
+            // The log failed its verification (or could not be opened):
+            // the daemon will not start; the alert hook hears why first.
+            if let Some(a) = &alerts {
+                a.fire_and_wait(crate::alerts::Alert::new(
+                    crate::alerts::AlertKind::VerificationFailure,
+                    format!("hermeticd refused to start: {e}"),
+                ));
+            }
+        })?;
+        let provenance = Arc::new(provenance);
         let settings = EngineSettings {
             run_env: RunEnv {
                 store: store.clone(),
@@ -161,6 +174,7 @@ impl Daemon {
                 cgroup_parent: config.cgroup_parent.clone(),
                 metrics: metrics.clone(),
                 provenance,
+                alerts: alerts.clone(),
             },
             choices: Choices {
                 images: images.clone(),
@@ -168,6 +182,7 @@ impl Daemon {
                 require_trusted_images: config.require_trusted_images(),
                 profiles,
                 default_profile: config.default_profile().to_owned(),
+                alerts,
             },
             limits: Limits {
                 max_tree_depth: config.cas.max_tree_depth(),

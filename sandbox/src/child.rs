@@ -66,6 +66,9 @@ pub struct ChildPlan {
     pub last_cap: u64,
     /// Non-semantic variations (CPUs, clocks, pids, ASLR).
     pub variation: crate::spec::Variation,
+    /// The anomaly watches init installs before forking the step (`None`:
+    /// none; see [`crate::anomaly::notify`]).
+    pub watch: Option<crate::anomaly::notify::WatchPlan>,
 }
 
 /// What init learns only when the action arrives ([`crate::handoff`]): the
@@ -243,10 +246,25 @@ fn init(plan: &ChildPlan, pipes: &ChildPipes) -> ! {
     };
     // SAFETY: closing our copy of an fd we hold; never used again.
     unsafe { libc::close(pipes.action.as_raw_fd()) };
-    match finish_root(plan, &action) {
-        Ok(report) => send(ctl, &format!("ready {report}")),
+    let mut report = match finish_root(plan, &action) {
+        Ok(report) => report,
         Err(e) => die(ctl, e),
+    };
+    // The anomaly watches: init installs the notifying filter (it makes
+    // none of the trapped calls itself) so that the step and everything it
+    // starts inherit it; the helper takes the listener from us by number.
+    // A kernel without user notification leaves the watch off, reported.
+    let mut listener = None;
+    if let Some(watch) = plan.watch {
+        match crate::anomaly::notify::install(&crate::anomaly::notify::filter(watch)) {
+            Ok(fd) => {
+                report["notify_fd"] = fd.as_raw_fd().into();
+                listener = Some(fd);
+            }
+            Err(e) => report["notify_error"] = format!("seccomp user notification: {e}").into(),
+        }
     }
+    send(ctl, &format!("ready {report}"));
     // SIGCHLD and SIGTERM are taken synchronously; the step unblocks them.
     let mut mask = SigSet::empty();
     mask.add(Signal::SIGCHLD);
@@ -257,7 +275,12 @@ fn init(plan: &ChildPlan, pipes: &ChildPipes) -> ! {
     // SAFETY: fork in a single-threaded process.
     let step = match unsafe { nix::unistd::fork() } {
         Err(e) => die(ctl, format!("failed to fork the step: {e}")),
-        Ok(nix::unistd::ForkResult::Child) => step(plan, &action, pipes),
+        Ok(nix::unistd::ForkResult::Child) => {
+            // The step never holds the listener: closed before anything
+            // else (it is close-on-exec as well).
+            drop(listener);
+            step(plan, &action, pipes)
+        }
         Ok(nix::unistd::ForkResult::Parent { child }) => child,
     };
     // Only the step holds the exec pipe and the streams now: the pipe's EOF
@@ -358,7 +381,7 @@ fn setup_root(plan: &ChildPlan) -> Result<(), String> {
 
 /// The action's part: `/work` over its input, `pivot_root`, the root made
 /// read-only, then every verification; returns a JSON report.
-fn finish_root(plan: &ChildPlan, action: &ActionPlan) -> Result<String, String> {
+fn finish_root(plan: &ChildPlan, action: &ActionPlan) -> Result<serde_json::Value, String> {
     let layout = mounts::ScratchLayout::new(&plan.scratch);
     mounts::execute(&[mounts::work_overlay(&layout, &action.lower)]).map_err(|e| e.to_string())?;
     // Keep the upper layer reachable for the helper (via /proc/1/fd) after
@@ -380,7 +403,7 @@ fn finish_root(plan: &ChildPlan, action: &ActionPlan) -> Result<String, String> 
     verify_root(plan, upper_fd)
 }
 
-fn verify_root(plan: &ChildPlan, upper_fd: RawFd) -> Result<String, String> {
+fn verify_root(plan: &ChildPlan, upper_fd: RawFd) -> Result<serde_json::Value, String> {
     use nix::sys::statvfs::{FsFlags, statvfs};
     let mut namespaces = Vec::new();
     for (name, host) in &plan.host_ns {
@@ -421,8 +444,7 @@ fn verify_root(plan: &ChildPlan, upper_fd: RawFd) -> Result<String, String> {
         "namespaces": namespaces,
         "network": ifaces,
         "upper_fd": upper_fd,
-    })
-    .to_string())
+    }))
 }
 
 fn step(plan: &ChildPlan, action: &ActionPlan, pipes: &ChildPipes) -> ! {
@@ -568,7 +590,12 @@ fn exec(plan: &ActionPlan, fd: RawFd) -> ! {
             .collect()
     };
     for path in &candidates {
-        let e = nix::unistd::execve(path, &plan.argv, &plan.envp).unwrap_err();
+        // A missing candidate fails as execve would, without the execve
+        // (under the exec watch each one is a round trip to the helper).
+        let e = match nix::unistd::access(path.as_c_str(), nix::unistd::AccessFlags::F_OK) {
+            Err(e @ (nix::Error::ENOENT | nix::Error::ENOTDIR)) if candidates.len() > 1 => e,
+            _ => nix::unistd::execve(path, &plan.argv, &plan.envp).unwrap_err(),
+        };
         // Like execvp: keep looking past a missing file, remember a
         // permission problem.
         if !matches!(e, nix::Error::ENOENT | nix::Error::ENOTDIR) || err == nix::Error::ENOENT {

@@ -21,7 +21,10 @@
 //! - [`outputs`]: output collection that never follows a symlink.
 //! - [`features`]: what the host supports.
 //! - [`supervisor`]: the daemon's long-lived mode.
+//! - [`anomaly`]: anomaly indicators (network attempts, foreign
+//!   executables, writes outside the outputs).
 
+pub mod anomaly;
 pub mod cgroup;
 pub mod child;
 pub mod confine;

@@ -39,6 +39,59 @@ pub struct Profile {
     /// strict default): every restriction is required.
     #[serde(default)]
     pub allow_weaker: Vec<Weakening>,
+    /// Anomaly indicators (`[anomalies]`): what the helper watches and
+    /// records. Left out of the digest while it is the default, so adding
+    /// the section changed no existing profile's digest.
+    #[serde(default, skip_serializing_if = "AnomalyWatch::is_default")]
+    pub anomalies: AnomalyWatch,
+}
+
+/// Anomaly indicators a profile turns on (all on by default). The network
+/// and exec watches need seccomp (they are seccomp user notifications);
+/// with seccomp disabled the status says they were off and why.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct AnomalyWatch {
+    /// Record (and deny with ENETUNREACH) every `connect`, `sendto`,
+    /// `sendmsg` and `sendmmsg` to an IPv4/IPv6 address other than
+    /// loopback (default true).
+    #[serde(default = "yes")]
+    pub network: bool,
+    /// Record every `execve`/`execveat` of a file the step created (in the
+    /// `/work` upper layer, `/tmp`, `/dev/shm`, a memfd); it still runs
+    /// (default true).
+    #[serde(default = "yes")]
+    pub foreign_exec: bool,
+    /// Record paths written under `/work` outside the declared outputs
+    /// (default true; nothing to record when no outputs are declared).
+    #[serde(default = "yes")]
+    pub writes_outside_outputs: bool,
+    /// At most this many records of each kind; further ones are only
+    /// counted (default 100).
+    #[serde(default = "default_max_records")]
+    pub max_records: u32,
+}
+
+fn default_max_records() -> u32 {
+    100
+}
+
+impl Default for AnomalyWatch {
+    fn default() -> Self {
+        AnomalyWatch {
+            network: true,
+            foreign_exec: true,
+            writes_outside_outputs: true,
+            max_records: default_max_records(),
+        }
+    }
+}
+
+impl AnomalyWatch {
+    /// Whether every field has its default.
+    pub fn is_default(&self) -> bool {
+        *self == AnomalyWatch::default()
+    }
 }
 
 /// A restriction a profile may allow to be weaker than asked.
@@ -502,6 +555,26 @@ mod tests {
         let mut c = a.clone();
         c.limits.nofile += 1;
         assert_ne!(a.digest(), c.digest());
+    }
+
+    #[test]
+    fn anomalies_at_their_defaults_leave_the_digest_alone() {
+        let text = std::fs::read_to_string(repo_profiles().join("strict.toml")).unwrap();
+        let at = text
+            .find("[anomalies]")
+            .expect("strict.toml documents [anomalies]");
+        let with = Profile::from_toml(&text, "strict.toml").unwrap();
+        let without = Profile::from_toml(&text[..at], "strict.toml").unwrap();
+        assert_eq!(with, without);
+        assert_eq!(with.digest(), without.digest());
+        let mut quiet = with.clone();
+        quiet.anomalies.network = false;
+        assert_ne!(quiet.digest(), with.digest());
+        let bad = format!("{}[anomalies]\nnetwrok = false\n", &text[..at]);
+        let err = Profile::from_toml(&bad, "bad.toml")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("netwrok"), "{err}");
     }
 
     #[test]

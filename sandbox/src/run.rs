@@ -374,6 +374,7 @@ pub fn warm_up(spec: &Spec, prepared: &Prepared, mount_point: &Path) -> Result<W
         seccomp: prepared.seccomp.clone(),
         last_cap: prepared.last_cap,
         variation: spec.variation.clone(),
+        watch: watch_plan(profile, prepared),
     };
 
     let (from_helper_r, from_helper_w) = pipe()?;
@@ -612,11 +613,17 @@ fn act(
     let ready_at = Instant::now();
     let ready: serde_json::Value =
         serde_json::from_str(&ready).map_err(|e| format!("bad report from init: {e}"))?;
+    let mut watcher = take_watcher(spec, prepared, init, &ready, &mut status.anomalies);
 
     // The step's confinement report; EOF on the pipe marks its execve.
     let mut exec_report = String::new();
     let mut exec_file = std::fs::File::from(exec_r);
-    read_to_end_by(&mut exec_file, &mut exec_report, setup_deadline)?;
+    read_to_end_by(
+        &mut exec_file,
+        &mut exec_report,
+        setup_deadline,
+        watcher.as_mut(),
+    )?;
     let exec_at = Instant::now();
     status.timings.root_us = ready_at.saturating_duration_since(root_from).as_micros() as u64;
     status.timings.confine_us = (exec_at - ready_at).as_micros() as u64;
@@ -684,7 +691,7 @@ fn act(
     let deadline = exec_at + Duration::from_millis(limits.timeout_ms);
     let mut exit: Option<ExitReport> = None;
     let mut timed_out = false;
-    match read_line(&mut ctl, deadline)? {
+    match read_line_watched(&mut ctl, deadline, watcher.as_mut())? {
         Some(l) if l.starts_with("exit ") => exit = ExitReport::parse(&l[5..]),
         Some(l) => return Err(format!("unexpected message from init: {l:?}")),
         None if Instant::now() >= deadline || cancelled() => {
@@ -693,7 +700,7 @@ fn act(
             // period; then SIGKILL of init takes the whole namespace down.
             let _ = nix::sys::signal::kill(init, nix::sys::signal::Signal::SIGTERM);
             let grace = Instant::now() + Duration::from_millis(limits.grace_ms);
-            if let Some(l) = read_line(&mut ctl, grace)?
+            if let Some(l) = read_line_watched(&mut ctl, grace, watcher.as_mut())?
                 && let Some(s) = l.strip_prefix("exit ")
             {
                 exit = ExitReport::parse(s);
@@ -710,6 +717,18 @@ fn act(
         && let Some(dest) = &spec.output_dir
     {
         collect_outputs(spec, init, &ready, dest, status);
+    }
+    if let Some(w) = watcher.take() {
+        let watched = std::mem::take(&mut status.anomalies);
+        status.anomalies = crate::anomaly::Anomalies {
+            network_watched: watched.network_watched,
+            exec_watched: watched.exec_watched,
+            off: watched.off,
+            ..w.anomalies
+        };
+    }
+    if wait_status.is_some() {
+        check_writes(spec, init, &ready, &mut status.anomalies);
     }
     if !timed_out && wait_status.is_none() {
         // init vanished without reporting: killed from outside.
@@ -791,6 +810,106 @@ fn act(
     // Released (and killed) by the guard, after the report.
     drop(release);
     Ok(guard)
+}
+
+/// The watches the profile asks for, when seccomp (which they are made of)
+/// is on.
+fn watch_plan(
+    profile: &crate::profile::Profile,
+    prepared: &Prepared,
+) -> Option<crate::anomaly::notify::WatchPlan> {
+    let a = &profile.anomalies;
+    let plan = crate::anomaly::notify::WatchPlan {
+        network: a.network,
+        exec: a.foreign_exec,
+    };
+    (prepared.seccomp.is_some() && (plan.network || plan.exec)).then_some(plan)
+}
+
+/// Takes init's seccomp listener when it installed one, and says in
+/// `anomalies` which watches are on and why one is off.
+fn take_watcher(
+    spec: &Spec,
+    prepared: &Prepared,
+    init: Pid,
+    ready: &serde_json::Value,
+    anomalies: &mut crate::anomaly::Anomalies,
+) -> Option<crate::anomaly::notify::Watcher> {
+    let a = &spec.profile.anomalies;
+    if !a.network {
+        anomalies.off.push("network: off in the profile".into());
+    }
+    if !a.foreign_exec {
+        anomalies
+            .off
+            .push("foreign_exec: off in the profile".into());
+    }
+    if prepared.seccomp.is_none() && (a.network || a.foreign_exec) {
+        anomalies
+            .off
+            .push("network and exec watches: seccomp is disabled in the profile".into());
+    }
+    let plan = watch_plan(&spec.profile, prepared)?;
+    if let Some(e) = ready["notify_error"].as_str() {
+        anomalies.off.push(format!("network and exec watches: {e}"));
+        return None;
+    }
+    let fd = ready["notify_fd"].as_i64()?;
+    let upper = ready["upper_fd"].as_i64().unwrap_or(-1);
+    match crate::anomaly::notify::Watcher::take(
+        init.as_raw(),
+        fd as i32,
+        upper,
+        plan,
+        a.max_records,
+    ) {
+        Ok(w) => {
+            anomalies.network_watched = plan.network;
+            anomalies.exec_watched = plan.exec;
+            Some(w)
+        }
+        Err(e) => {
+            // Nobody answers the filter's notifications now: its calls fail
+            // with ENOSYS once init's listener is gone too. Say so.
+            anomalies.off.push(format!("network and exec watches: {e}"));
+            None
+        }
+    }
+}
+
+/// Records what the step wrote under `/work` outside the declared outputs.
+fn check_writes(
+    spec: &Spec,
+    init: Pid,
+    ready: &serde_json::Value,
+    anomalies: &mut crate::anomaly::Anomalies,
+) {
+    let watch = &spec.profile.anomalies;
+    if !watch.writes_outside_outputs {
+        anomalies
+            .off
+            .push("writes_outside_outputs: off in the profile".into());
+        return;
+    }
+    if spec.outputs.is_empty() {
+        return; // everything written is an output
+    }
+    let upper = ready["upper_fd"].as_i64().unwrap_or(-1);
+    let proc = format!("/proc/{}/fd/{upper}", init.as_raw());
+    match crate::outputs::open_dir(Path::new(&proc))
+        .and_then(|fd| crate::outputs::written_paths(fd.as_fd()))
+    {
+        Ok(written) => {
+            let (paths, dropped) =
+                crate::anomaly::writes_outside(&written, &spec.outputs, watch.max_records);
+            anomalies.writes_checked = true;
+            anomalies.writes_outside_outputs = paths;
+            anomalies.dropped.writes_outside_outputs = dropped;
+        }
+        Err(e) => anomalies.off.push(format!(
+            "writes_outside_outputs: cannot list what the step wrote: {e}"
+        )),
+    }
 }
 
 /// Init's `exit` message: the step's wait status and what every process
@@ -989,14 +1108,62 @@ fn read_line(
     r: &mut BufReader<std::fs::File>,
     deadline: Instant,
 ) -> Result<Option<String>, String> {
+    read_line_watched(r, deadline, None)
+}
+
+/// Polls `fd` and, when given, the watcher's listener (answering its
+/// notifications) until `fd` is readable (`Ok(true)`) or the deadline
+/// passes (`Ok(false)`).
+fn wait_readable(
+    fd: std::os::fd::BorrowedFd<'_>,
+    deadline: Instant,
+    mut watcher: Option<&mut crate::anomaly::notify::Watcher>,
+) -> Result<bool, nix::Error> {
+    loop {
+        let (ready, notified, hung_up) = {
+            let mut fds = vec![PollFd::new(fd, PollFlags::POLLIN)];
+            if let Some(w) = &watcher {
+                fds.push(PollFd::new(w.fd(), PollFlags::POLLIN));
+            }
+            match poll(&mut fds, remaining(deadline)) {
+                Ok(0) => return Ok(false),
+                Ok(_) => {}
+                Err(e) => return Err(e),
+            }
+            let ev = |f: &PollFd| f.revents().unwrap_or(PollFlags::empty());
+            let listener = fds.get(1).map(ev).unwrap_or(PollFlags::empty());
+            (
+                !ev(&fds[0]).is_empty(),
+                listener.contains(PollFlags::POLLIN),
+                !listener.contains(PollFlags::POLLIN) && !listener.is_empty(),
+            )
+        };
+        if notified && let Some(w) = watcher.as_deref_mut() {
+            w.service();
+        }
+        if hung_up {
+            // No process uses the filter any more: nothing to answer.
+            watcher = None;
+        }
+        if ready {
+            return Ok(true);
+        }
+    }
+}
+
+/// [`read_line`], answering the watcher's notifications meanwhile.
+fn read_line_watched(
+    r: &mut BufReader<std::fs::File>,
+    deadline: Instant,
+    mut watcher: Option<&mut crate::anomaly::notify::Watcher>,
+) -> Result<Option<String>, String> {
     loop {
         if !r.buffer().is_empty() {
             break;
         }
-        let mut fds = [PollFd::new(r.get_ref().as_fd(), PollFlags::POLLIN)];
-        match poll(&mut fds, remaining(deadline)) {
-            Ok(0) => return Ok(None),
-            Ok(_) => break,
+        match wait_readable(r.get_ref().as_fd(), deadline, watcher.as_deref_mut()) {
+            Ok(false) => return Ok(None),
+            Ok(true) => break,
             Err(nix::Error::EINTR) if cancelled() => return Ok(None),
             Err(nix::Error::EINTR) => continue,
             Err(e) => return Err(format!("poll failed: {e}")),
@@ -1014,13 +1181,13 @@ fn read_to_end_by(
     f: &mut std::fs::File,
     out: &mut String,
     deadline: Instant,
+    mut watcher: Option<&mut crate::anomaly::notify::Watcher>,
 ) -> Result<(), String> {
     let mut buf = [0u8; 4096];
     loop {
-        let mut fds = [PollFd::new(f.as_fd(), PollFlags::POLLIN)];
-        match poll(&mut fds, remaining(deadline)) {
-            Ok(0) => return Err("the sandbox did not start the step in time".into()),
-            Ok(_) => {}
+        match wait_readable(f.as_fd(), deadline, watcher.as_deref_mut()) {
+            Ok(false) => return Err("the sandbox did not start the step in time".into()),
+            Ok(true) => {}
             Err(nix::Error::EINTR) if cancelled() => return Err("cancelled during set-up".into()),
             Err(nix::Error::EINTR) => continue,
             Err(e) => return Err(format!("poll failed: {e}")),

@@ -36,6 +36,11 @@ pub struct Status {
     /// The non-semantic variations applied (reproducibility checks).
     #[serde(default)]
     pub variation: crate::spec::Variation,
+    /// Anomaly indicators: denied network attempts, executables the step
+    /// created, writes outside the declared outputs (added compatibly:
+    /// absent in older reports).
+    #[serde(default)]
+    pub anomalies: crate::anomaly::Anomalies,
 }
 
 /// How an execution ended.

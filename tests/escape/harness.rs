@@ -85,6 +85,8 @@ pub struct Run {
     pub spec_limits: Option<LimitOverrides>,
     /// The helper's `--timeout`, in seconds.
     pub timeout_s: u64,
+    /// With `spec_limits`: the strict profile's `[anomalies]` replaced.
+    pub anomalies: Option<hermetic_sandbox::profile::AnomalyWatch>,
 }
 
 impl Run {
@@ -101,6 +103,7 @@ impl Run {
             leak_fds: false,
             spec_limits: None,
             timeout_s: 30,
+            anomalies: None,
         }
     }
 
@@ -389,7 +392,11 @@ impl Env {
     ) -> String {
         use hermetic_sandbox::profile::Profile;
         use hermetic_sandbox::spec::{SPEC_VERSION, Spec};
-        let profile = Profile::load(&self.profile_dir, "strict").expect("load the strict profile");
+        let mut profile =
+            Profile::load(&self.profile_dir, "strict").expect("load the strict profile");
+        if let Some(a) = &run.anomalies {
+            profile.anomalies = a.clone();
+        }
         let spec = Spec {
             version: SPEC_VERSION,
             rootfs: self.rootfs.clone(),

@@ -23,6 +23,7 @@
 //! cargo build -p hermetic-sandbox && cargo test -p hermetic-tests --test escape
 //! ```
 
+mod anomaly;
 mod expect;
 mod files;
 mod harness;

@@ -1278,6 +1278,180 @@ static void print_euid(void) {
     j_end();
 }
 
+/* ------------------------------------------------------------------ */
+/* Anomaly indicators (issue 8): network attempts, foreign executables, */
+/* writes outside the outputs. The status's `anomalies` is checked.     */
+/* ------------------------------------------------------------------ */
+
+static int sendto_in(const char *ip, int port, const char *payload) {
+    int s = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    if (s < 0) return -1;
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
+    inet_pton(AF_INET, ip, &a.sin_addr);
+    int r = (int)sendto(s, payload, strlen(payload), 0, (struct sockaddr *)&a, sizeof a) < 0 ? -1 : 0;
+    int e = errno;
+    close(s);
+    errno = e;
+    return r;
+}
+
+/* sendmsg (COUNT == 0) or sendmmsg of COUNT datagrams to IP:PORT, the
+ * destination in msg_name. */
+static int sendmsg_in(const char *ip, int port, int count) {
+    int s = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    if (s < 0) return -1;
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
+    inet_pton(AF_INET, ip, &a.sin_addr);
+    char payload[] = "q";
+    struct iovec iov = {.iov_base = payload, .iov_len = 1};
+    struct mmsghdr m[2];
+    memset(m, 0, sizeof m);
+    for (int i = 0; i < 2; i++) {
+        m[i].msg_hdr.msg_name = &a;
+        m[i].msg_hdr.msg_namelen = sizeof a;
+        m[i].msg_hdr.msg_iov = &iov;
+        m[i].msg_hdr.msg_iovlen = 1;
+    }
+    int r = count == 0 ? (int)sendmsg(s, &m[0].msg_hdr, 0) : sendmmsg(s, m, (unsigned)count, 0);
+    int e = errno;
+    close(s);
+    errno = e;
+    return r < 0 ? -1 : 0;
+}
+
+static int connect6_in(const char *ip, int port) {
+    int s = socket(AF_INET6, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (s < 0) return -1;
+    struct sockaddr_in6 a = {.sin6_family = AF_INET6, .sin6_port = htons((uint16_t)port)};
+    inet_pton(AF_INET6, ip, &a.sin6_addr);
+    int r = connect(s, (struct sockaddr *)&a, sizeof a);
+    int e = errno;
+    close(s);
+    errno = e;
+    return r;
+}
+
+/* fexecve of a memfd holding FROM (execveat with AT_EMPTY_PATH); returns
+ * the exit status or -1. */
+static int run_memfd(const char *from) {
+    int fd = (int)syscall(SYS_memfd_create, "tool", 0);
+    int in = open(from, O_RDONLY | O_CLOEXEC);
+    if (fd < 0 || in < 0) return -1;
+    char buf[65536];
+    ssize_t n;
+    while ((n = read(in, buf, sizeof buf)) > 0)
+        if (write(fd, buf, (size_t)n) != n) return -1;
+    close(in);
+    pid_t p = fork();
+    if (p == 0) {
+        char *argv[] = {"true", NULL};
+        char *envp[] = {NULL};
+        syscall(SYS_execveat, fd, "", argv, envp, AT_EMPTY_PATH);
+        _exit(127);
+    }
+    close(fd);
+    int st;
+    if (p < 0 || waitpid(p, &st, 0) < 0) return -1;
+    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+
+/* A UDP listener the probe starts on its own 127.0.0.1: a connected send
+ * and a sendto reach it. Returns how many datagrams arrived (2), -1 on a
+ * failed call. */
+static int loopback_roundtrip(void) {
+    int srv = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = 0};
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    socklen_t len = sizeof a;
+    if (srv < 0 || bind(srv, (struct sockaddr *)&a, sizeof a) < 0 ||
+        getsockname(srv, (struct sockaddr *)&a, &len) < 0)
+        return -1;
+    int c = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    if (c < 0 || connect(c, (struct sockaddr *)&a, sizeof a) < 0 || send(c, "one", 3, 0) != 3) return -1;
+    if (sendto(c, "two", 3, 0, (struct sockaddr *)&a, sizeof a) != 3) return -1;
+    struct timeval tv = {5, 0};
+    setsockopt(srv, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    char buf[8];
+    int got = 0;
+    for (int i = 0; i < 2; i++)
+        if (recv(srv, buf, sizeof buf, 0) == 3) got++;
+    close(c);
+    close(srv);
+    return got;
+}
+
+/* Copies FROM to TO (mode 0755). */
+static int copy_file(const char *from, const char *to) {
+    int in = open(from, O_RDONLY | O_CLOEXEC);
+    int out = open(to, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0755);
+    if (in < 0 || out < 0) return -1;
+    char buf[65536];
+    ssize_t n;
+    while ((n = read(in, buf, sizeof buf)) > 0)
+        if (write(out, buf, (size_t)n) != n) return -1;
+    close(in);
+    close(out);
+    return n < 0 ? -1 : 0;
+}
+
+/* Runs PATH with argv[0] = "true"; returns its exit status or -1. */
+static int run_true(const char *path) {
+    pid_t p = fork();
+    if (p == 0) {
+        char *argv[] = {"true", NULL};
+        execv(path, argv);
+        _exit(127);
+    }
+    int st;
+    if (p < 0 || waitpid(p, &st, 0) < 0) return -1;
+    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+
+static void attack_anomalies(int argc, char **argv) {
+    unsigned long long host_net = argc > 0 ? strtoull(argv[0], NULL, 10) : 0;
+    int others = report_interfaces();
+    unsigned long long my_net = ns_inode("net");
+    if (my_net != 0 && my_net != host_net && others == 0) {
+        TRY("anomaly_tcp_outside", connect_in(SOCK_STREAM, "10.0.0.1", 80, NULL));
+        TRY("anomaly_udp_sendto", sendto_in("1.1.1.1", 53, "q"));
+        TRY("anomaly_udp_sendmsg", sendmsg_in("1.0.0.1", 53, 0));
+        TRY("anomaly_udp_sendmmsg", sendmsg_in("9.9.9.9", 53, 2));
+        TRY("anomaly_tcp6_outside", connect6_in("2001:db8::1", 443));
+    } else {
+        report("anomaly_tcp_outside", -1, EALREADY);
+        report("anomaly_udp_sendto", -1, EALREADY);
+        report("anomaly_udp_sendmsg", -1, EALREADY);
+        report("anomaly_udp_sendmmsg", -1, EALREADY);
+        report("anomaly_tcp6_outside", -1, EALREADY);
+    }
+    int got = loopback_roundtrip();
+    j_begin("anomaly_loopback");
+    j_bool("ok", got == 2);
+    j_int("received", got);
+    j_end();
+    /* The image's own binary and the probe (an input) are not foreign. */
+    j_begin("anomaly_exec_image");
+    j_int("status", run_true("/bin/true"));
+    j_end();
+    int c = copy_file("/bin/busybox", "/tmp/x");
+    j_begin("anomaly_exec_tmp");
+    j_int("copied", c);
+    j_int("status", c == 0 ? run_true("/tmp/x") : -1);
+    j_end();
+    int w = copy_file("/bin/busybox", "/work/made");
+    j_begin("anomaly_exec_work");
+    j_int("copied", w);
+    j_int("status", w == 0 ? run_true("/work/made") : -1);
+    j_end();
+    mkdir("/work/out", 0755);
+    j_begin("anomaly_exec_memfd");
+    j_int("status", run_memfd("/bin/busybox"));
+    j_end();
+    int f = open("/work/out/result", O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    TRY("anomaly_write_output", f < 0 ? -1 : write(f, "ok\n", 3));
+    if (f >= 0) close(f);
+}
+
 int main(int argc, char **argv) {
     const char *base = strrchr(argv[0], '/') ? strrchr(argv[0], '/') + 1 : argv[0];
     if (strcmp(base, "print-euid") == 0) {
@@ -1303,6 +1477,7 @@ int main(int argc, char **argv) {
     signal(SIGPIPE, SIG_IGN);
 
     if (strcmp(attack, "net") == 0) attack_net(nrest, rest);
+    else if (strcmp(attack, "anomalies") == 0) attack_anomalies(nrest, rest);
     else if (strcmp(attack, "namespaces") == 0) attack_namespaces();
     else if (strcmp(attack, "mount") == 0) attack_mount();
     else if (strcmp(attack, "ptrace") == 0) attack_ptrace();

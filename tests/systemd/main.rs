@@ -349,7 +349,8 @@ fn helper_works_under_the_units_hardening() {
     let script = "set -e; mkdir -p o; echo ok > o/f; chmod 600 o/f; chmod 700 o; \
                   head -c 16 /dev/urandom | wc -c; echo x > /dev/null; \
                   exec 3<>/dev/ptmx; exec 3>&-; renice -n 5 -p $$ >/dev/null; echo pid=$$; \
-                  grep Seccomp_filters /proc/self/status";
+                  grep Seccomp_filters /proc/self/status; \
+                  nc -w 1 10.0.0.1 80 </dev/null || true; cp /bin/busybox /tmp/true; /tmp/true";
     let variation = Variation {
         pid_offset: 1000,
         no_aslr: true,
@@ -373,8 +374,13 @@ fn helper_works_under_the_units_hardening() {
         stdout.contains("16") && stdout.contains("pid=1001"),
         "{stdout}"
     );
-    // The unit's filter (inherited) and the sandbox's own.
-    assert!(stdout.contains("Seccomp_filters:\t2"), "{stdout}");
+    // The unit's filter (inherited), the anomaly watch's and the sandbox's own.
+    assert!(stdout.contains("Seccomp_filters:\t3"), "{stdout}");
+    // The anomaly watches work under the unit's filter and bounding set
+    // (pidfd_getfd, process_vm_readv, CAP_SYS_PTRACE).
+    let a = &status["anomalies"];
+    assert_eq!(a["network"][0]["address"], "10.0.0.1", "{a:#}");
+    assert_eq!(a["foreign_exec"][0]["path"], "/tmp/true", "{a:#}");
     let _ = std::fs::remove_dir_all(&paths.base);
 }
 

@@ -7,6 +7,7 @@ use std::time::SystemTime;
 
 use bazel_remote_apis::build::bazel::remote::execution::v2::{ActionResult, LogFile};
 use bazel_remote_apis::google::protobuf::Any;
+use hermetic_sandbox::anomaly::Anomalies;
 use hermetic_sandbox::status::{Restrictions, Usage};
 use prost::Message;
 use serde::Serialize;
@@ -96,6 +97,9 @@ pub struct ExecutionLog {
     pub timeout_ms: u64,
     /// Restrictions in force, as the helper verified them.
     pub restrictions: Option<Restrictions>,
+    /// Anomaly indicators the helper recorded: denied network attempts,
+    /// executables the step created, writes outside the declared outputs.
+    pub anomalies: Option<Anomalies>,
     /// Stage timestamps.
     pub timestamps: Stamps,
     /// Resource usage.

@@ -47,6 +47,8 @@ pub struct Choices {
     pub profiles: BTreeMap<String, Arc<Profile>>,
     /// The profile used when none is named.
     pub default_profile: String,
+    /// The alert hook, told about refused (untrusted) images.
+    pub alerts: Option<Arc<crate::alerts::Alerter>>,
 }
 
 /// What an action runs on.
@@ -191,10 +193,23 @@ impl Choices {
         if self.images.trusted(&digest)? {
             return Ok(());
         }
-        Err(Error::FailedPrecondition(format!(
+        Err(self.untrusted(&digest))
+    }
+
+    /// The refusal of an untrusted image, told to the alert hook too (a
+    /// verification failure).
+    fn untrusted(&self, digest: &ImageDigest) -> Error {
+        let message = format!(
             "image {digest} is not trusted on this daemon (require_trusted_images); an admin \
              trusts it with `hermetic image trust {digest}`"
-        )))
+        );
+        if let Some(alerts) = &self.alerts {
+            alerts.fire(crate::alerts::Alert::new(
+                crate::alerts::AlertKind::VerificationFailure,
+                format!("an action was refused: {message}"),
+            ));
+        }
+        Error::FailedPrecondition(message)
     }
 
     /// The image an action runs on: the one it names by digest, else the
@@ -236,11 +251,7 @@ impl Choices {
             ))
         })?;
         if self.require_trusted_images && !info.trusted() {
-            return Err(Error::FailedPrecondition(format!(
-                "image {} is not trusted on this daemon (require_trusted_images); an admin \
-                 trusts it with `hermetic image trust {}`",
-                info.digest, info.digest
-            )));
+            return Err(self.untrusted(&info.digest));
         }
         let lease = self.images.lease(&info.digest)?;
         Ok((info.digest, info.rootfs, lease))
@@ -267,6 +278,7 @@ mod tests {
             require_trusted_images: true,
             profiles: [("strict".to_owned(), Arc::new(profile))].into(),
             default_profile: "strict".into(),
+            alerts: None,
         }
     }
 

@@ -52,6 +52,8 @@ pub struct RunEnv {
     pub metrics: Arc<crate::metrics::Metrics>,
     /// Keys and transparency log: every executed action is attested.
     pub provenance: Arc<crate::provenance::Provenance>,
+    /// The alert hook, when configured: fired on a step's anomalies.
+    pub alerts: Option<Arc<crate::alerts::Alerter>>,
 }
 
 /// The response and whether it may be cached.
@@ -277,6 +279,44 @@ pub async fn run_once(
         },
         cacheable,
         leftovers,
+    }
+}
+
+/// The step's anomalies: into the log, the metrics and, when there are
+/// any, the alert hook (in the background).
+fn record_anomalies(
+    env: &RunEnv,
+    log: &mut ExecutionLog,
+    anomalies: &hermetic_sandbox::anomaly::Anomalies,
+) {
+    log.anomalies = Some(anomalies.clone());
+    env.metrics.anomalies(anomalies);
+    if !anomalies.any() {
+        return;
+    }
+    warn!(
+        operation = %log.operation,
+        action = %log.action,
+        network = anomalies.network_total(),
+        foreign_exec = anomalies.foreign_exec_total(),
+        writes_outside_outputs = anomalies.writes_total(),
+        "anomalies in the step"
+    );
+    if let Some(alerts) = &env.alerts {
+        let mut alert = crate::alerts::Alert::new(
+            crate::alerts::AlertKind::Anomaly,
+            format!(
+                "action {}: {} network attempt(s), {} foreign executable(s), {} write(s) outside the outputs",
+                log.action,
+                anomalies.network_total(),
+                anomalies.foreign_exec_total(),
+                anomalies.writes_total()
+            ),
+        );
+        alert.operation = Some(log.operation.clone());
+        alert.action = Some(log.action.clone());
+        alert.anomalies = Some(anomalies.clone());
+        alerts.fire(alert);
     }
 }
 
@@ -532,6 +572,7 @@ async fn run_steps(
     env.metrics.stage("execution", status.timings.run_us);
     log.usage = Some(status.usage.clone());
     log.restrictions = Some(status.restrictions.clone());
+    record_anomalies(env, log, &status.anomalies);
     log.error = status.error.clone();
     result.exit_code = match (status.exit_code, status.signal) {
         (Some(c), _) => c,

@@ -54,6 +54,23 @@ pub struct MethodLabel {
     pub method: String,
 }
 
+/// `kind`: `network`, `foreign_exec`, `write_outside_outputs`.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct KindLabel {
+    /// The anomaly's kind.
+    pub kind: &'static str,
+}
+
+/// `channel` (`command`, `webhook`, `dropped`) and `result` (`sent`,
+/// `failed`).
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct AlertLabel {
+    /// How the alert went out.
+    pub channel: &'static str,
+    /// Whether it was delivered.
+    pub result: &'static str,
+}
+
 /// What the daemon counts as it works.
 #[derive(Debug, Clone)]
 pub struct Metrics {
@@ -69,6 +86,14 @@ pub struct Metrics {
     pub timeouts: Counter,
     /// `hermeticd_auth_denials_total{method}`: calls refused.
     pub auth_denials: Family<MethodLabel, Counter>,
+    /// `hermeticd_anomalies_total{kind}`: anomaly records (listed or
+    /// beyond the cap) of executed steps.
+    pub anomalies: Family<KindLabel, Counter>,
+    /// `hermeticd_network_denied_total`: outbound network attempts of
+    /// steps, denied.
+    pub network_denied: Counter,
+    /// `hermeticd_alerts_total{channel,result}`: alert deliveries.
+    pub alerts: Family<AlertLabel, Counter>,
 }
 
 impl Default for Metrics {
@@ -83,6 +108,9 @@ impl Default for Metrics {
             oom_kills: Counter::default(),
             timeouts: Counter::default(),
             auth_denials: Family::default(),
+            anomalies: Family::default(),
+            network_denied: Counter::default(),
+            alerts: Family::default(),
         }
     }
 }
@@ -123,6 +151,28 @@ impl Metrics {
         let result = if hit { "hit" } else { "miss" };
         self.cache_lookups
             .get_or_create(&CacheLabel { result })
+            .inc();
+    }
+
+    /// Records an executed step's anomalies.
+    pub fn anomalies(&self, a: &hermetic_sandbox::anomaly::Anomalies) {
+        for (kind, n) in [
+            ("network", a.network_total()),
+            ("foreign_exec", a.foreign_exec_total()),
+            ("write_outside_outputs", a.writes_total()),
+        ] {
+            if n > 0 {
+                self.anomalies.get_or_create(&KindLabel { kind }).inc_by(n);
+            }
+        }
+        self.network_denied.inc_by(a.network_total());
+    }
+
+    /// Records an alert delivery (`channel` `dropped`: never attempted).
+    pub fn alert(&self, channel: &'static str, delivered: bool) {
+        let result = if delivered { "sent" } else { "failed" };
+        self.alerts
+            .get_or_create(&AlertLabel { channel, result })
             .inc();
     }
 
@@ -169,6 +219,21 @@ impl Metrics {
             "auth_denials",
             "Calls refused by authorization, by method",
             self.auth_denials.clone(),
+        );
+        r.register(
+            "anomalies",
+            "Anomalies of executed steps (network attempts, foreign executables, writes outside the outputs), by kind",
+            self.anomalies.clone(),
+        );
+        r.register(
+            "network_denied",
+            "Outbound network attempts of build steps, denied",
+            self.network_denied.clone(),
+        );
+        r.register(
+            "alerts",
+            "Alert hook deliveries, by channel and result",
+            self.alerts.clone(),
         );
         r.register(
             "build",
