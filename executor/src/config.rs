@@ -122,6 +122,9 @@ pub struct Config {
     pub log_format: LogFormat,
     /// Signed provenance, SBOMs and the transparency log.
     pub provenance: ProvenanceConfig,
+    /// Retention and garbage collection (see `gc`): `period` (default
+    /// `"30d"`), `gc_interval` (default `"1h"`, `"0s"`: no periodic pass).
+    pub retention: crate::gc::RetentionConfig,
 }
 
 /// How log lines are written.
@@ -344,6 +347,15 @@ impl Config {
             }
         }
         self.metrics.address()?;
+        for e in [
+            self.retention.period().err(),
+            self.retention.gc_interval().err(),
+        ]
+        .into_iter()
+        .flatten()
+        {
+            return Err(ConfigError::Invalid(e.to_string()));
+        }
         for (name, root) in &self.images {
             if !root.is_absolute() {
                 return Err(ConfigError::Invalid(format!(
@@ -533,6 +545,15 @@ mod tests {
         assert!(!config.action_cache.allow_client_updates);
         assert_eq!(config.listen_addrs().unwrap().len(), 2);
         assert_eq!(config.sandbox_mode, SandboxMode::Supervisor);
+        assert_eq!(
+            config.retention.period().unwrap(),
+            std::time::Duration::from_secs(30 * 86400)
+        );
+        let err = Config::parse("[retention]\ngc_interval = \"often\"\n", "t")
+            .unwrap()
+            .validate()
+            .unwrap_err();
+        assert!(err.to_string().contains("retention.gc_interval"), "{err}");
         let exec = Config::parse("sandbox_mode = \"exec\"\n", "t").unwrap();
         assert_eq!(exec.sandbox_mode, SandboxMode::Exec);
         let err = Config::parse("sandbox_mode = \"fork\"\n", "t").unwrap_err();

@@ -65,6 +65,8 @@ pub struct Daemon {
     pub metrics: Arc<crate::metrics::Metrics>,
     /// Uploaded bytes per principal, when limited.
     pub uploads: Option<Arc<crate::sched::upload::UploadQuota>>,
+    /// Retention: garbage collection and pins.
+    pub gc: Arc<crate::gc::Gc>,
 }
 
 /// The machine's host name, for `ExecutedActionMetadata.worker`.
@@ -150,6 +152,13 @@ impl Daemon {
             &host_name(),
             images.clone(),
         )?);
+        let gc = Arc::new(crate::gc::Gc::open(
+            &state_dir,
+            &config.retention,
+            store.clone(),
+            action_cache.clone(),
+            provenance.clone(),
+        )?);
         let settings = EngineSettings {
             run_env: RunEnv {
                 store: store.clone(),
@@ -187,6 +196,7 @@ impl Daemon {
             None => None,
         };
         Ok(Daemon {
+            gc,
             auth,
             tls,
             metrics,
@@ -246,6 +256,9 @@ impl Daemon {
             ))
             .add_service(hermetic_proto::ProvenanceServer::new(
                 crate::provenance::service::ProvenanceService::new(ctx.clone()),
+            ))
+            .add_service(hermetic_proto::AdminServer::new(
+                crate::gc::service::AdminService::new(ctx.clone(), self.gc.clone()),
             ))
             .add_service(health)
             .add_service(reflection_v1)
@@ -353,6 +366,7 @@ pub async fn serve(
             }
         }));
     }
+    let periodic = tokio::spawn(daemon.gc.clone().periodic(stop_rx.clone()));
     shutdown.await;
     info!("shutting down: no new connections, draining actions");
     for name in SERVICE_NAMES.iter().chain(std::iter::once(&"")) {
@@ -361,6 +375,7 @@ pub async fn serve(
             .await;
     }
     stop_tx.send_replace(true);
+    let _ = periodic.await;
     daemon
         .ctx
         .engine
