@@ -549,10 +549,7 @@ mod tests {
             config.retention.period().unwrap(),
             std::time::Duration::from_secs(30 * 86400)
         );
-        let err = Config::parse("[retention]\ngc_interval = \"often\"\n", "t")
-            .unwrap()
-            .validate()
-            .unwrap_err();
+        let err = Config::parse("[retention]\ngc_interval = \"often\"\n", "t").unwrap_err();
         assert!(err.to_string().contains("retention.gc_interval"), "{err}");
         let exec = Config::parse("sandbox_mode = \"exec\"\n", "t").unwrap();
         assert_eq!(exec.sandbox_mode, SandboxMode::Exec);
