@@ -205,7 +205,7 @@ impl ActionCache {
 
 /// The instance name a directory under `ac/instances` stands for.
 fn unhex_name(hex: &str) -> Option<String> {
-    if hex.len() % 2 != 0 {
+    if !hex.len().is_multiple_of(2) {
         return None;
     }
     let bytes = (0..hex.len())

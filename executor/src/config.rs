@@ -347,15 +347,10 @@ impl Config {
             }
         }
         self.metrics.address()?;
-        for e in [
-            self.retention.period().err(),
-            self.retention.gc_interval().err(),
-        ]
-        .into_iter()
-        .flatten()
-        {
-            return Err(ConfigError::Invalid(e.to_string()));
-        }
+        self.retention
+            .period()
+            .and(self.retention.gc_interval())
+            .map_err(|e| ConfigError::Invalid(e.to_string()))?;
         for (name, root) in &self.images {
             if !root.is_absolute() {
                 return Err(ConfigError::Invalid(format!(
