@@ -399,6 +399,15 @@ impl Gc {
         } else {
             self.store.total_bytes()
         };
+        if report.store_bytes_after > self.store.max_size() {
+            warn!(
+                bytes = report.store_bytes_after,
+                max_size = self.store.max_size(),
+                retained = report.retained_blobs,
+                "the store stays over cas.max_size_bytes: what is left is pinned, in use or \
+                 named by provenance younger than the retention period"
+            );
+        }
         let changed = report.evicted_blobs > 0 || report.removed_action_results > 0;
         if !dry_run && (changed || principal != DAEMON_PRINCIPAL) {
             let details = serde_json::to_value(&report).expect("a report serializes");
