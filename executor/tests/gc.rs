@@ -412,3 +412,42 @@ async fn pins_name_what_they_keep_and_bad_requests_are_refused() {
     assert_eq!(pins[0].closure_blobs, 4);
     server.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_size_limit_evicts_around_pins() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config(dir.path());
+    cfg.cas.max_size_bytes = 100;
+    let server = TestServer::start_in(dir, cfg).await;
+    let admin = server.unix_channel().await;
+    let d = server.dir.path().to_owned();
+    let f = DigestFunction::Sha256;
+    let mut cas = ContentAddressableStorageClient::new(admin.clone());
+    let blob = |c: u8| vec![c; 40];
+    let (a, b, c) = (
+        key_of(f, &blob(b'a')),
+        key_of(f, &blob(b'b')),
+        key_of(f, &blob(b'c')),
+    );
+    common::upload(&mut cas, f, &[&blob(b'a')]).await;
+    AdminClient::new(admin.clone())
+        .pin(PinRequest {
+            digest: blob_digest(&a),
+            digest_function: f.to_proto(),
+            kind: PinKind::Blob.into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    common::upload(&mut cas, f, &[&blob(b'b')]).await;
+    common::upload(&mut cas, f, &[&blob(b'c')]).await;
+    // 120 bytes over a 100-byte limit: the least recently used blob is
+    // the pinned one, so the next goes instead.
+    assert!(blob_path(&d, &a).exists(), "the pinned blob was evicted");
+    assert!(!blob_path(&d, &b).exists(), "nothing was evicted");
+    assert!(blob_path(&d, &c).exists());
+    let r = gc(&admin, false).await;
+    assert_eq!(r.evicted_blobs, 0, "{r:?}");
+    assert!(r.store_bytes_after <= 100, "{r:?}");
+    server.stop().await;
+}
