@@ -410,6 +410,32 @@ async fn pins_name_what_they_keep_and_bad_requests_are_refused() {
         .pins;
     assert_eq!(pins.len(), 1);
     assert_eq!(pins[0].closure_blobs, 4);
+    // A key rotation: its key event, then who asked for it.
+    let rotated = ProvenanceClient::new(server.unix_channel().await)
+        .rotate_key(hermetic_proto::v1::RotateKeyRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    let size = server
+        .daemon
+        .ctx
+        .engine
+        .provenance()
+        .with(|a| a.log().size());
+    assert!(matches!(log_entry(&server, size - 2), LogEntry::Key { .. }));
+    match log_entry(&server, size - 1) {
+        LogEntry::Admin {
+            action,
+            principal,
+            details,
+            ..
+        } => {
+            assert_eq!(action, "key.rotate");
+            assert!(principal.starts_with("unix:uid="), "{principal}");
+            assert_eq!(details["keyid"], rotated.keyid.as_str());
+        }
+        e => panic!("not an admin entry: {e:?}"),
+    }
     server.stop().await;
 }
 
