@@ -132,6 +132,15 @@ fn human(bytes: u64) -> String {
     }
 }
 
+/// A period for people: `30d`, `12h`, `90s`.
+fn period(secs: u64) -> String {
+    match secs {
+        s if s > 0 && s % 86400 == 0 => format!("{}d", s / 86400),
+        s if s > 0 && s % 3600 == 0 => format!("{}h", s / 3600),
+        s => format!("{s}s"),
+    }
+}
+
 fn pin_json(p: &PinInfo) -> serde_json::Value {
     let d = p.digest.clone().unwrap_or_default();
     json!({
@@ -198,10 +207,10 @@ pub async fn admin(g: &Globals, args: &AdminArgs) -> Result<u8> {
                     r.removed_action_results
                 );
                 println!(
-                    "kept {} blobs (pins: {}, attestations younger than {} days: {}); store {} -> {}",
+                    "kept {} blobs (pins: {}, attestations younger than {}: {}); store {} -> {}",
                     r.retained_blobs,
                     r.pins,
-                    r.retention_period_secs / 86400,
+                    period(r.retention_period_secs),
                     r.recent_attestations,
                     human(r.store_bytes_before),
                     human(r.store_bytes_after)

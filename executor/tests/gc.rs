@@ -477,3 +477,47 @@ async fn the_size_limit_evicts_around_pins() {
     assert!(r.store_bytes_after <= 100, "{r:?}");
     server.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_periodic_policy_collects_and_logs_as_the_daemon() {
+    let f = DigestFunction::Sha256;
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(dir.path());
+    let server = TestServer::start_in(dir, cfg.clone()).await;
+    let mut cas = ContentAddressableStorageClient::new(server.unix_channel().await);
+    let old = key_of(f, b"left behind");
+    common::upload(&mut cas, f, &[b"left behind"]).await;
+    let dir = server.stop().await;
+    age(
+        &dir.path().join("state/cas"),
+        SystemTime::now() - Duration::from_secs(2 * 3600),
+    );
+    let mut cfg = cfg;
+    cfg.retention.gc_interval = Some("1s".into());
+    let server = TestServer::start_in(dir, cfg).await;
+    let path = blob_path(server.dir.path(), &old);
+    // Waits for the pass (a generous bound, not a timing requirement):
+    // its log entry comes last.
+    let logged = || {
+        let size = server
+            .daemon
+            .ctx
+            .engine
+            .provenance()
+            .with(|a| a.log().size());
+        (0..size).any(|i| {
+            matches!(log_entry(&server, i), LogEntry::Admin { action, principal, .. }
+                if action == "gc" && principal == hermeticd::gc::DAEMON_PRINCIPAL)
+        })
+    };
+    for _ in 0..600 {
+        if logged() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let logged = logged();
+    assert!(!path.exists(), "no periodic pass collected the old blob");
+    assert!(logged, "the periodic pass is not in the log");
+    server.stop().await;
+}
