@@ -1,5 +1,6 @@
 //! The transparency log: an append-only RFC 6962 Merkle log of every
-//! attestation, image trust record and key event, with signed checkpoints.
+//! attestation, image trust record, key event and administrative action
+//! (naming its principal), with signed checkpoints.
 
 pub mod checkpoint;
 pub mod merkle;
