@@ -94,14 +94,17 @@ fn unix_peer(s: &UnixStream) -> PeerInfo {
         Ok(c) => c,
         Err(e) => return PeerInfo::Unknown(format!("SO_PEERCRED failed: {e}")),
     };
-    match peer_groups(s.as_raw_fd()) {
-        Ok(groups) => PeerInfo::Known(Principal::Unix {
-            uid: c.uid(),
-            gid: Some(c.gid()),
-            groups,
-        }),
-        Err(e) => PeerInfo::Unknown(format!("SO_PEERGROUPS failed: {e}")),
-    }
+    let groups = match peer_groups(s.as_raw_fd()) {
+        Ok(groups) => groups,
+        // A kernel before 4.13: only the primary group is known.
+        Err(e) if e.raw_os_error() == Some(nix::libc::ENOPROTOOPT) => Vec::new(),
+        Err(e) => return PeerInfo::Unknown(format!("SO_PEERGROUPS failed: {e}")),
+    };
+    PeerInfo::Known(Principal::Unix {
+        uid: c.uid(),
+        gid: Some(c.gid()),
+        groups,
+    })
 }
 
 /// `SO_PEERGROUPS` (Linux 4.13; the asm-generic value, which x86-64 and
