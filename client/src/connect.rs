@@ -75,12 +75,16 @@ impl TlsFiles {
             (None, None) => {}
             (Some(_), None) => {
                 return Err(Error::InvalidJob(
-                    "--tls-cert needs --tls-key (the certificate's private key)".into(),
+                    "--tls-cert (settings: tls_cert) needs --tls-key (tls_key), the \
+                     certificate's private key"
+                        .into(),
                 ));
             }
             (None, Some(_)) => {
                 return Err(Error::InvalidJob(
-                    "--tls-key needs --tls-cert (the client certificate)".into(),
+                    "--tls-key (settings: tls_key) needs --tls-cert (tls_cert), the client \
+                     certificate"
+                        .into(),
                 ));
             }
         }
@@ -288,7 +292,7 @@ mod tests {
                     cert: Some(junk.clone()),
                     ..Default::default()
                 },
-                "--tls-cert needs --tls-key",
+                "--tls-cert (settings: tls_cert) needs --tls-key",
             ),
         ];
         for (files, want) in cases {
