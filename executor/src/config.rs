@@ -118,13 +118,13 @@ pub struct Config {
     pub metrics: MetricsConfig,
     /// Per-principal quotas (see `sched`). Default: none.
     pub quotas: crate::sched::QuotaConfig,
+    /// Retention and garbage collection (see `gc`): `period` (default
+    /// `"30d"`), `gc_interval` (default `"1h"`, `"0s"`: no periodic pass).
+    pub retention: crate::gc::RetentionConfig,
     /// Log lines: `"text"` (default) or `"json"` (one object per line).
     pub log_format: LogFormat,
     /// Signed provenance, SBOMs and the transparency log.
     pub provenance: ProvenanceConfig,
-    /// Retention and garbage collection (see `gc`): `period` (default
-    /// `"30d"`), `gc_interval` (default `"1h"`, `"0s"`: no periodic pass).
-    pub retention: crate::gc::RetentionConfig,
 }
 
 /// How log lines are written.
@@ -346,11 +346,11 @@ impl Config {
                 )));
             }
         }
-        self.metrics.address()?;
         self.retention
             .period()
             .and(self.retention.gc_interval())
             .map_err(|e| ConfigError::Invalid(e.to_string()))?;
+        self.metrics.address()?;
         for (name, root) in &self.images {
             if !root.is_absolute() {
                 return Err(ConfigError::Invalid(format!(

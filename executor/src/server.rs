@@ -152,13 +152,6 @@ impl Daemon {
             &host_name(),
             images.clone(),
         )?);
-        let gc = Arc::new(crate::gc::Gc::open(
-            &state_dir,
-            &config.retention,
-            store.clone(),
-            action_cache.clone(),
-            provenance.clone(),
-        )?);
         let settings = EngineSettings {
             run_env: RunEnv {
                 store: store.clone(),
@@ -188,6 +181,13 @@ impl Daemon {
             quotas: config.quotas.clone(),
         };
         let engine = Arc::new(Engine::new(settings, store.clone(), action_cache.clone()));
+        let gc = Arc::new(crate::gc::Gc::open(
+            &state_dir,
+            &config.retention,
+            store.clone(),
+            action_cache.clone(),
+            engine.provenance().clone(),
+        )?);
         let instances: HashSet<String> = config.instance_names().into_iter().collect();
         let invalid = |e: crate::config::ConfigError| Error::FailedPrecondition(e.to_string());
         let auth = Arc::new(crate::auth::Policy::new(&config.auth.roles).map_err(invalid)?);

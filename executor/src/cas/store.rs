@@ -367,10 +367,11 @@ impl Store {
         }
     }
 
-    /// Whether the blob is stored, without touching it (the garbage
-    /// collector's looks are not uses).
+    /// Whether the blob is stored (or deferred), without touching it (the
+    /// garbage collector's looks are not uses).
     pub fn has(&self, key: &BlobKey) -> bool {
-        self.lock().get(key).is_some()
+        let idx = self.lock();
+        idx.get(key).is_some() || self.lock_deferred().contains_key(key)
     }
 
     /// The whole blob, without touching it; `NotFound` when absent.
