@@ -194,6 +194,22 @@ impl Attestor {
         })
     }
 
+    /// Logs an administrative action by `principal` (`details`: any JSON,
+    /// canonicalized).
+    pub fn log_admin(
+        &mut self,
+        action: &str,
+        principal: &str,
+        details: &Value,
+    ) -> Result<LogProof, AttestError> {
+        self.append(&LogEntry::Admin {
+            action: action.into(),
+            principal: principal.into(),
+            time: crate::Timestamp::now(),
+            details: details.clone(),
+        })
+    }
+
     /// Makes a new active key; the old one is retired and still verifies
     /// what it signed. Returns the new keyid.
     pub fn rotate(&mut self) -> Result<String, AttestError> {

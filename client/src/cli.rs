@@ -31,6 +31,18 @@ pub struct Cli {
     /// Print only a JSON result on stdout (no progress, no step output)
     #[arg(long, global = true)]
     pub json: bool,
+    /// grpcs:// only: CA certificates (PEM) the daemon's certificate must
+    /// chain to [default: the system's roots; config: `tls_ca`]
+    #[arg(long, global = true, value_name = "FILE")]
+    pub tls_ca: Option<PathBuf>,
+    /// grpcs:// only: client certificate (PEM) for a daemon that requires
+    /// mutual TLS; its subject is your principal [config: `tls_cert`]
+    #[arg(long, global = true, value_name = "FILE", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// grpcs:// only: the client certificate's private key (PEM)
+    /// [config: `tls_key`]
+    #[arg(long, global = true, value_name = "FILE", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
@@ -57,8 +69,8 @@ pub enum Command {
     Reproduce(crate::reproduce_cmd::ReproduceArgs),
     /// The daemon's public signing keys
     Keys(crate::keys_cmd::KeysArgs),
-    /// Administration: rotate or revoke signing keys
-    Admin(crate::keys_cmd::AdminArgs),
+    /// Administration: garbage collection, pins, signing keys
+    Admin(crate::admin_cmd::AdminArgs),
     /// Print a shell completion script
     Completions {
         /// The shell.

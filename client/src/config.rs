@@ -6,6 +6,9 @@
 //! remote = "unix:///run/hermetic/hermeticd.sock" # or grpc://HOST:PORT, grpcs://HOST:PORT
 //! instance = ""                                   # REAPI instance name
 //! digest_function = "blake3"                      # or "sha256"
+//! tls_ca = "/etc/hermetic/ca.pem"                 # grpcs://: the daemon's CA
+//! tls_cert = "/home/me/.config/hermetic/me.pem"   # grpcs://: client certificate
+//! tls_key = "/home/me/.config/hermetic/me.key"    #   and its key (mutual TLS)
 //!
 //! [local]                                         # hermetic run --local
 //! daemon_config = "/etc/hermetic/hermeticd.toml"  # images, profiles, helper
@@ -30,6 +33,14 @@ pub struct Settings {
     pub instance: Option<String>,
     /// `blake3` (default) or `sha256`.
     pub digest_function: Option<String>,
+    /// CA certificates (PEM) a `grpcs://` daemon's certificate must chain
+    /// to (`--tls-ca`). Default: the system's roots.
+    pub tls_ca: Option<PathBuf>,
+    /// Client certificate (PEM) for a daemon requiring mutual TLS
+    /// (`--tls-cert`). Default: none.
+    pub tls_cert: Option<PathBuf>,
+    /// Its private key (PEM) (`--tls-key`). Default: none.
+    pub tls_key: Option<PathBuf>,
     /// Settings of `hermetic run --local`.
     #[serde(default)]
     pub local: LocalSettings,
@@ -128,6 +139,10 @@ mod tests {
             toml::from_str("remote = \"grpc://h:1\"\n[local]\ndaemon_config = \"/etc/x.toml\"\n")
                 .unwrap();
         assert_eq!(s.remote.as_deref(), Some("grpc://h:1"));
+        let s: Settings =
+            toml::from_str("tls_ca = \"/ca.pem\"\ntls_cert = \"/c.pem\"\ntls_key = \"/c.key\"\n")
+                .unwrap();
+        assert_eq!(s.tls_key.as_deref(), Some(Path::new("/c.key")));
     }
 
     #[test]

@@ -33,25 +33,6 @@ pub enum KeysCommand {
     },
 }
 
-/// `hermetic admin`.
-#[derive(Debug, Args)]
-pub struct AdminArgs {
-    /// What to administer.
-    #[command(subcommand)]
-    pub command: AdminCommand,
-}
-
-/// `hermetic admin` subcommands.
-#[derive(Debug, Subcommand)]
-pub enum AdminCommand {
-    /// Signing keys
-    Keys {
-        /// What to do.
-        #[command(subcommand)]
-        command: AdminKeysCommand,
-    },
-}
-
 /// `hermetic admin keys` subcommands.
 #[derive(Debug, Subcommand)]
 pub enum AdminKeysCommand {
@@ -92,9 +73,8 @@ pub async fn keys(g: &Globals, args: &KeysArgs) -> Result<u8> {
     Ok(0)
 }
 
-/// Runs `hermetic admin`.
-pub async fn admin(g: &Globals, args: &AdminArgs) -> Result<u8> {
-    let AdminCommand::Keys { command } = &args.command;
+/// Runs `hermetic admin keys`.
+pub async fn admin_keys(g: &Globals, command: &AdminKeysCommand) -> Result<u8> {
     let remote = g.connect(None).await?;
     let mut client = remote.provenance();
     let (message, keyring) = match command {

@@ -9,12 +9,14 @@
 //!   health, sandbox features and queue.
 //! - `hermetic verify`: artifacts against their signed provenance,
 //!   offline; `hermetic keys export`, `hermetic admin keys rotate|revoke`.
+//! - `hermetic admin gc|pin|unpin|pins ls`: retention on a shared host.
 //! - `hermetic completions SHELL`, `hermetic man`: generated from the CLI
 //!   definition in [`cli`].
 //!
 //! Exit codes are in [`error::code`] and `hermetic --help`.
 
 mod action;
+mod admin_cmd;
 mod backend;
 mod cli;
 mod config;
@@ -81,6 +83,11 @@ async fn dispatch(cli: &Cli) -> Result<u8, error::Error> {
             .or_else(|| settings.instance.clone())
             .unwrap_or_default(),
         json: cli.json,
+        tls: connect::TlsFiles {
+            ca: cli.tls_ca.clone().or_else(|| settings.tls_ca.clone()),
+            cert: cli.tls_cert.clone().or_else(|| settings.tls_cert.clone()),
+            key: cli.tls_key.clone().or_else(|| settings.tls_key.clone()),
+        },
         settings,
     };
     match &cli.command {
@@ -91,7 +98,7 @@ async fn dispatch(cli: &Cli) -> Result<u8, error::Error> {
         Command::Verify(args) => verify_cmd::verify(&globals, args),
         Command::Reproduce(args) => reproduce_cmd::reproduce(&globals, args).await,
         Command::Keys(args) => keys_cmd::keys(&globals, args).await,
-        Command::Admin(args) => keys_cmd::admin(&globals, args).await,
+        Command::Admin(args) => admin_cmd::admin(&globals, args).await,
         Command::Completions { .. } | Command::Man { .. } => unreachable!("handled in main"),
     }
 }

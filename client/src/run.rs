@@ -35,6 +35,8 @@ pub struct Globals {
     pub json: bool,
     /// The settings file.
     pub settings: Settings,
+    /// TLS files (flags, else the settings').
+    pub tls: crate::connect::TlsFiles,
 }
 
 impl Globals {
@@ -44,7 +46,7 @@ impl Globals {
             Some(uri) => RemoteAddr::parse(uri)?,
             None => RemoteAddr::Unix(crate::config::default_socket()),
         };
-        let channel = addr.connect().await?;
+        let channel = addr.connect_with(&self.tls).await?;
         let mut remote = Remote::new(channel, self.instance.clone());
         remote.capabilities(f).await.map_err(|e| match e {
             Error::Rpc {

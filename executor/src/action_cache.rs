@@ -129,6 +129,92 @@ impl ActionCache {
     }
 }
 
+/// One stored result, as [`ActionCache::entries`] lists it.
+#[derive(Debug, Clone)]
+pub struct AcEntry {
+    /// Its instance name.
+    pub instance: String,
+    /// The action digest.
+    pub key: BlobKey,
+    /// When it was written (the file's modification time).
+    pub written: std::time::SystemTime,
+}
+
+impl ActionCache {
+    /// Every stored result (unreadable directories and stray files are
+    /// skipped).
+    pub fn entries(&self) -> Vec<AcEntry> {
+        let mut out = Vec::new();
+        self.entries_under(&self.root, "", &mut out);
+        if let Ok(rd) = fs::read_dir(self.root.join("instances")) {
+            for e in rd.flatten() {
+                let name = e.file_name();
+                let Some(instance) = name.to_str().and_then(unhex_name) else {
+                    continue;
+                };
+                self.entries_under(&e.path(), &instance, &mut out);
+            }
+        }
+        out
+    }
+
+    fn entries_under(&self, base: &Path, instance: &str, out: &mut Vec<AcEntry>) {
+        for function in DigestFunction::ALL {
+            let Ok(shards) = fs::read_dir(base.join(function.name())) else {
+                continue;
+            };
+            for shard in shards.flatten() {
+                let Ok(files) = fs::read_dir(shard.path()) else {
+                    continue;
+                };
+                for file in files.flatten() {
+                    let name = file.file_name();
+                    let Some((hex, size)) = name.to_str().and_then(|n| n.split_once('-')) else {
+                        continue;
+                    };
+                    let Ok(size) = size.parse::<i64>() else {
+                        continue;
+                    };
+                    let Ok(key) = BlobKey::parse(function, hex, size) else {
+                        continue;
+                    };
+                    let written = file
+                        .metadata()
+                        .and_then(|m| m.modified())
+                        .unwrap_or(std::time::UNIX_EPOCH);
+                    out.push(AcEntry {
+                        instance: instance.to_owned(),
+                        key,
+                        written,
+                    });
+                }
+            }
+        }
+    }
+
+    /// Removes a stored result; true when there was one.
+    pub fn remove(&self, instance: &str, key: &BlobKey) -> Result<bool> {
+        let path = self.path(instance, key);
+        match fs::remove_file(&path) {
+            Ok(()) => Ok(true),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+            Err(e) => Err(Error::io("remove", path)(e)),
+        }
+    }
+}
+
+/// The instance name a directory under `ac/instances` stands for.
+fn unhex_name(hex: &str) -> Option<String> {
+    if !hex.len().is_multiple_of(2) {
+        return None;
+    }
+    let bytes = (0..hex.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).ok())
+        .collect::<Option<Vec<u8>>>()?;
+    String::from_utf8(bytes).ok()
+}
+
 /// Every CAS blob a result refers to, including the files inside output
 /// trees (read from the store; a missing tree gives `NotFound`).
 pub fn referenced_blobs(

@@ -118,6 +118,9 @@ pub struct Config {
     pub metrics: MetricsConfig,
     /// Per-principal quotas (see `sched`). Default: none.
     pub quotas: crate::sched::QuotaConfig,
+    /// Retention and garbage collection (see `gc`): `period` (default
+    /// `"30d"`), `gc_interval` (default `"1h"`, `"0s"`: no periodic pass).
+    pub retention: crate::gc::RetentionConfig,
     /// Log lines: `"text"` (default) or `"json"` (one object per line).
     pub log_format: LogFormat,
     /// Signed provenance, SBOMs and the transparency log.
@@ -346,6 +349,10 @@ impl Config {
                 )));
             }
         }
+        self.retention
+            .period()
+            .and(self.retention.gc_interval())
+            .map_err(|e| ConfigError::Invalid(e.to_string()))?;
         self.metrics.address()?;
         self.alerts.validate()?;
         for (name, root) in &self.images {
@@ -537,6 +544,12 @@ mod tests {
         assert!(!config.action_cache.allow_client_updates);
         assert_eq!(config.listen_addrs().unwrap().len(), 2);
         assert_eq!(config.sandbox_mode, SandboxMode::Supervisor);
+        assert_eq!(
+            config.retention.period().unwrap(),
+            std::time::Duration::from_secs(30 * 86400)
+        );
+        let err = Config::parse("[retention]\ngc_interval = \"often\"\n", "t").unwrap_err();
+        assert!(err.to_string().contains("retention.gc_interval"), "{err}");
         let exec = Config::parse("sandbox_mode = \"exec\"\n", "t").unwrap();
         assert_eq!(exec.sandbox_mode, SandboxMode::Exec);
         let err = Config::parse("sandbox_mode = \"fork\"\n", "t").unwrap_err();

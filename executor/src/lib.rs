@@ -35,6 +35,7 @@ pub mod config;
 pub mod digest;
 pub mod error;
 pub mod exec;
+pub mod gc;
 pub mod images;
 pub mod local;
 pub mod metrics;

@@ -65,6 +65,8 @@ pub struct Daemon {
     pub metrics: Arc<crate::metrics::Metrics>,
     /// Uploaded bytes per principal, when limited.
     pub uploads: Option<Arc<crate::sched::upload::UploadQuota>>,
+    /// Retention: garbage collection and pins.
+    pub gc: Arc<crate::gc::Gc>,
 }
 
 /// The machine's host name, for `ExecutedActionMetadata.worker`.
@@ -194,6 +196,13 @@ impl Daemon {
             quotas: config.quotas.clone(),
         };
         let engine = Arc::new(Engine::new(settings, store.clone(), action_cache.clone()));
+        let gc = Arc::new(crate::gc::Gc::open(
+            &state_dir,
+            &config.retention,
+            store.clone(),
+            action_cache.clone(),
+            engine.provenance().clone(),
+        )?);
         let instances: HashSet<String> = config.instance_names().into_iter().collect();
         let invalid = |e: crate::config::ConfigError| Error::FailedPrecondition(e.to_string());
         let auth = Arc::new(crate::auth::Policy::new(&config.auth.roles).map_err(invalid)?);
@@ -202,6 +211,7 @@ impl Daemon {
             None => None,
         };
         Ok(Daemon {
+            gc,
             auth,
             tls,
             metrics,
@@ -261,6 +271,9 @@ impl Daemon {
             ))
             .add_service(hermetic_proto::ProvenanceServer::new(
                 crate::provenance::service::ProvenanceService::new(ctx.clone()),
+            ))
+            .add_service(hermetic_proto::AdminServer::new(
+                crate::gc::service::AdminService::new(ctx.clone(), self.gc.clone()),
             ))
             .add_service(health)
             .add_service(reflection_v1)
@@ -368,6 +381,7 @@ pub async fn serve(
             }
         }));
     }
+    let periodic = tokio::spawn(daemon.gc.clone().periodic(stop_rx.clone()));
     shutdown.await;
     info!("shutting down: no new connections, draining actions");
     for name in SERVICE_NAMES.iter().chain(std::iter::once(&"")) {
@@ -376,6 +390,7 @@ pub async fn serve(
             .await;
     }
     stop_tx.send_replace(true);
+    let _ = periodic.await;
     daemon
         .ctx
         .engine

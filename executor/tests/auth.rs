@@ -171,20 +171,45 @@ fn run_as(
     uid: u32,
     server: &TestServer,
 ) -> BTreeMap<String, BTreeMap<&'static str, (Code, String)>> {
-    let out = std::process::Command::new(exe)
-        .args([
-            "--ignored",
-            "--exact",
-            "as_another_uid",
-            "--nocapture",
-            "--test-threads=1",
-        ])
-        .env(CHILD_SOCKET, &server.socket)
-        .env(CHILD_TCP, server.tcp.to_string())
-        .uid(uid)
-        .gid(uid)
-        .output()
-        .unwrap();
+    run_as_in_groups(exe, uid, &[], server)
+}
+
+/// [`run_as`], with supplementary `groups` (set with `setgroups` in the
+/// forked child before it changes its gid and uid).
+fn run_as_in_groups(
+    exe: &std::path::Path,
+    uid: u32,
+    groups: &[u32],
+    server: &TestServer,
+) -> BTreeMap<String, BTreeMap<&'static str, (Code, String)>> {
+    let mut cmd = std::process::Command::new(exe);
+    cmd.args([
+        "--ignored",
+        "--exact",
+        "as_another_uid",
+        "--nocapture",
+        "--test-threads=1",
+    ])
+    .env(CHILD_SOCKET, &server.socket)
+    .env(CHILD_TCP, server.tcp.to_string());
+    if groups.is_empty() {
+        cmd.uid(uid).gid(uid);
+    } else {
+        use nix::unistd::{Gid, Uid, setgid, setgroups, setuid};
+        let groups: Vec<Gid> = groups.iter().map(|g| Gid::from_raw(*g)).collect();
+        // SAFETY: the closure runs in the forked child before exec; it
+        // only makes the setgroups, setgid and setuid system calls on data
+        // built before the fork, and allocates nothing.
+        unsafe {
+            cmd.pre_exec(move || {
+                setgroups(&groups)?;
+                setgid(Gid::from_raw(uid))?;
+                setuid(Uid::from_raw(uid))?;
+                Ok(())
+            });
+        }
+    }
+    let out = cmd.output().unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success(),
@@ -270,6 +295,59 @@ async fn roles_are_enforced_per_uid_on_both_transports() {
     let mine = probe_calls(server.unix_channel().await).await;
     check("root", &mine, "unix:uid=0", &[]);
     assert_eq!(mine["update-ac"].0, Code::Ok);
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn group_entries_match_supplementary_groups_of_the_peer() {
+    if !nix::unistd::geteuid().is_root() {
+        skip_or_fail("running clients as other uids and groups needs root");
+        return;
+    }
+    let server = TestServer::start(|c, _| {
+        c.auth.roles.submit = vec!["gid:64100".into()];
+    })
+    .await;
+    std::fs::set_permissions(server.dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::set_permissions(&server.socket, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let exe = server.dir.path().join("auth-client");
+    std::fs::copy(std::env::current_exe().unwrap(), &exe).unwrap();
+    std::fs::set_permissions(&exe, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let everything = [
+        "caps",
+        "find",
+        "upload",
+        "read",
+        "get-ac",
+        "update-ac",
+        "execute",
+    ];
+    // uid 64005's primary group is 64005; 64100 is only supplementary.
+    let results = run_as_in_groups(&exe, 64005, &[64005, 64100], &server);
+    // On the Unix socket the kernel reports the groups it connected with
+    // (SO_PEERGROUPS): a submitter.
+    check(
+        "uid 64005 in group 64100 over unix",
+        &results["unix"],
+        "unix:uid=64005",
+        &["update-ac"],
+    );
+    // On loopback TCP only the group database speaks, which does not list
+    // uid 64005 (no such user): no role.
+    check(
+        "uid 64005 in group 64100 over tcp",
+        &results["tcp"],
+        "unix:uid=64005",
+        &everything,
+    );
+    // Without the supplementary group, nothing.
+    let results = run_as_in_groups(&exe, 64005, &[64005], &server);
+    check(
+        "uid 64005 without group 64100 over unix",
+        &results["unix"],
+        "unix:uid=64005",
+        &everything,
+    );
     server.stop().await;
 }
 

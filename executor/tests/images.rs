@@ -351,6 +351,30 @@ async fn actions_pin_trusted_images_and_removal_respects_the_cache() {
     assert_eq!(removed.aliases_removed, ["unused"]);
     let hexes: Vec<String> = store_listing(&server);
     assert!(!hexes.contains(&unused.digest["hermetic-image:blake3:".len()..].to_owned()));
+    // Both are admin entries of the transparency log, naming the caller.
+    let admin: Vec<(String, String, serde_json::Value)> =
+        server.daemon.ctx.engine.provenance().with(|a| {
+            (0..a.log().size())
+                .filter_map(|i| {
+                    match hermetic_attest::LogEntry::parse(&a.log().entry(i).unwrap()) {
+                        Ok(hermetic_attest::LogEntry::Admin {
+                            action,
+                            principal,
+                            details,
+                            ..
+                        }) => Some((action, principal, details)),
+                        _ => None,
+                    }
+                })
+                .collect()
+        });
+    for action in ["image.import", "image.rm"] {
+        let found = admin
+            .iter()
+            .find(|(a, _, d)| a == action && d["image"] == unused.digest.as_str());
+        let (_, principal, _) = found.unwrap_or_else(|| panic!("no {action} entry: {admin:?}"));
+        assert!(principal.starts_with("unix:uid="), "{principal}");
+    }
     server.stop().await;
 }
 

@@ -9,6 +9,8 @@
 //!   signed provenance bundles and SBOMs of executed actions, the public
 //!   keyring, transparency-log checkpoints and consistency proofs, key
 //!   rotation and revocation.
+//! - `hermetic.v1.Admin` ([`AdminClient`], [`AdminServer`]): garbage
+//!   collection and pins (admin role).
 //!
 //! [`FILE_DESCRIPTOR_SET`] holds the encoded descriptors of every
 //! `hermetic.v1` file, for gRPC reflection.
@@ -26,6 +28,9 @@ pub use v1::images_client::ImagesClient;
 pub use v1::images_server::{Images, ImagesServer};
 pub use v1::provenance_client::ProvenanceClient;
 pub use v1::provenance_server::{Provenance, ProvenanceServer};
+
+pub use v1::admin_client::AdminClient;
+pub use v1::admin_server::{Admin, AdminServer};
 
 /// The encoded `FileDescriptorSet` of `hermetic/v1/*.proto`.
 pub const FILE_DESCRIPTOR_SET: &[u8] =

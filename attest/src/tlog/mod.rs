@@ -1,5 +1,6 @@
 //! The transparency log: an append-only RFC 6962 Merkle log of every
-//! attestation, image trust record and key event, with signed checkpoints.
+//! attestation, image trust record, key event and administrative action
+//! (naming its principal), with signed checkpoints.
 
 pub mod checkpoint;
 pub mod merkle;
@@ -36,6 +37,20 @@ pub enum LogEntry {
         /// The event.
         event: KeyEvent,
     },
+    /// An administrative action on the daemon (image import or removal,
+    /// pins, garbage collection, key rotation and revocation), naming who
+    /// did it.
+    Admin {
+        /// What was done, e.g. `image.import`, `pin`, `unpin`, `gc`,
+        /// `key.rotate`, `key.revoke`.
+        action: String,
+        /// The authenticated principal, e.g. `unix:uid=0,gid=0`.
+        principal: String,
+        /// When.
+        time: crate::Timestamp,
+        /// What it concerned (any JSON; canonicalized when logged).
+        details: Value,
+    },
 }
 
 impl LogEntry {
@@ -64,5 +79,19 @@ mod tests {
             br#"{"record":{"a":[true],"b":1},"type":"imageTrust"}"#.to_vec()
         );
         assert_eq!(LogEntry::parse(&e.leaf_data()).unwrap(), e);
+    }
+
+    #[test]
+    fn admin_entries_name_the_principal() {
+        let e = LogEntry::Admin {
+            action: "pin".into(),
+            principal: "unix:uid=0,gid=0".into(),
+            time: crate::Timestamp::from_unix(1_700_000_000),
+            details: serde_json::json!({"digest": "blake3:ab/1"}),
+        };
+        let data = String::from_utf8(e.leaf_data()).unwrap();
+        assert!(data.contains(r#""principal":"unix:uid=0,gid=0""#), "{data}");
+        assert!(data.contains(r#""type":"admin""#), "{data}");
+        assert_eq!(LogEntry::parse(data.as_bytes()).unwrap(), e);
     }
 }

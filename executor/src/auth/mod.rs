@@ -38,6 +38,10 @@ pub enum Principal {
         uid: u32,
         /// Group id, when known.
         gid: Option<u32>,
+        /// Supplementary group ids: on the Unix socket those the peer
+        /// had when it connected (`SO_PEERGROUPS`), on loopback TCP the
+        /// user's groups in the group database. Not part of the name.
+        groups: Vec<u32>,
     },
     /// A TLS client, by its certificate's subject (RFC 4514 form, e.g.
     /// `CN=ci-runner,O=Example`).
@@ -52,8 +56,10 @@ pub enum Principal {
 impl fmt::Display for Principal {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Principal::Unix { uid, gid: Some(g) } => write!(f, "unix:uid={uid},gid={g}"),
-            Principal::Unix { uid, gid: None } => write!(f, "unix:uid={uid}"),
+            Principal::Unix {
+                uid, gid: Some(g), ..
+            } => write!(f, "unix:uid={uid},gid={g}"),
+            Principal::Unix { uid, gid: None, .. } => write!(f, "unix:uid={uid}"),
             Principal::Cert { subject } => write!(f, "x509:{subject}"),
             Principal::Anonymous => f.write_str("anonymous"),
         }
@@ -148,7 +154,8 @@ pub struct TlsConfig {
 
 /// Principals per role, each entry one of `uid:N`, `gid:N`, `user:NAME`,
 /// `group:NAME` (resolved at start-up), `cert:SUBJECT`, `anonymous`, or
-/// `self` (the daemon's own uid).
+/// `self` (the daemon's own uid). `gid:`/`group:` match the caller's
+/// primary group and its supplementary groups.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct RolesConfig {
@@ -213,7 +220,9 @@ impl Matcher {
     fn matches(&self, p: &Principal) -> bool {
         match (self, p) {
             (Matcher::Uid(u), Principal::Unix { uid, .. }) => u == uid,
-            (Matcher::Gid(g), Principal::Unix { gid: Some(gid), .. }) => g == gid,
+            (Matcher::Gid(g), Principal::Unix { gid, groups, .. }) => {
+                *gid == Some(*g) || groups.contains(g)
+            }
             (Matcher::Subject(s), Principal::Cert { subject }) => s == subject,
             (Matcher::Anonymous, Principal::Anonymous) => true,
             _ => false,
@@ -382,7 +391,27 @@ mod tests {
         Principal::Unix {
             uid,
             gid: Some(gid),
+            groups: Vec::new(),
         }
+    }
+
+    #[test]
+    fn group_entries_match_supplementary_groups() {
+        let policy = Policy::new(&RolesConfig {
+            submit: vec!["gid:4242".into()],
+            ..Default::default()
+        })
+        .unwrap();
+        let exec = "/build.bazel.remote.execution.v2.Execution/Execute";
+        let member = Principal::Unix {
+            uid: 5,
+            gid: Some(5),
+            groups: vec![27, 4242],
+        };
+        assert!(policy.authorize(&member, exec).is_ok());
+        assert_eq!(member.to_string(), "unix:uid=5,gid=5");
+        assert!(policy.authorize(&unix(5, 5), exec).is_err());
+        assert!(policy.authorize(&unix(5, 4242), exec).is_ok());
     }
 
     #[test]
@@ -461,7 +490,11 @@ mod tests {
         let policy = Policy::new(&RolesConfig::default()).unwrap();
         let me = nix::unistd::geteuid().as_raw();
         for uid in [0, me] {
-            let p = Principal::Unix { uid, gid: None };
+            let p = Principal::Unix {
+                uid,
+                gid: None,
+                groups: Vec::new(),
+            };
             assert!(policy.roles_of(&p).contains(&Role::Admin));
         }
     }

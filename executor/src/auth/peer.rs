@@ -7,6 +7,7 @@
 
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::os::fd::{AsRawFd, RawFd};
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
@@ -89,12 +90,60 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for PeerStream<S> {
 
 /// The peer of a Unix connection: its credentials at `connect` time.
 fn unix_peer(s: &UnixStream) -> PeerInfo {
-    match s.peer_cred() {
-        Ok(c) => PeerInfo::Known(Principal::Unix {
-            uid: c.uid(),
-            gid: Some(c.gid()),
-        }),
-        Err(e) => PeerInfo::Unknown(format!("SO_PEERCRED failed: {e}")),
+    let c = match s.peer_cred() {
+        Ok(c) => c,
+        Err(e) => return PeerInfo::Unknown(format!("SO_PEERCRED failed: {e}")),
+    };
+    let groups = match peer_groups(s.as_raw_fd()) {
+        Ok(groups) => groups,
+        // A kernel before 4.13: only the primary group is known.
+        Err(e) if e.raw_os_error() == Some(nix::libc::ENOPROTOOPT) => Vec::new(),
+        Err(e) => return PeerInfo::Unknown(format!("SO_PEERGROUPS failed: {e}")),
+    };
+    PeerInfo::Known(Principal::Unix {
+        uid: c.uid(),
+        gid: Some(c.gid()),
+        groups,
+    })
+}
+
+/// `SO_PEERGROUPS` (Linux 4.13; the asm-generic value, which x86-64 and
+/// arm64 use; the libc crate does not export it).
+const SO_PEERGROUPS: nix::libc::c_int = 59;
+
+/// The supplementary groups of a Unix socket's peer as the kernel recorded
+/// them when it connected (`SO_PEERGROUPS`, beside the `SO_PEERCRED`
+/// uid and gid). Unlike the `Groups:` line of `/proc/<pid>/status` of the
+/// peer's pid, this cannot name another process after a pid reuse, nor
+/// change after the connection was made.
+pub fn peer_groups(fd: RawFd) -> io::Result<Vec<u32>> {
+    const GID: usize = std::mem::size_of::<nix::libc::gid_t>();
+    let mut groups: Vec<nix::libc::gid_t> = vec![0; 32];
+    loop {
+        let mut len = (groups.len() * GID) as nix::libc::socklen_t;
+        // SAFETY: `groups` is valid for writes of `len` bytes and outlives
+        // the call; `fd` is an open socket borrowed for the call; the
+        // kernel writes at most `len` bytes and updates `len`.
+        let r = unsafe {
+            nix::libc::getsockopt(
+                fd,
+                nix::libc::SOL_SOCKET,
+                SO_PEERGROUPS,
+                groups.as_mut_ptr().cast(),
+                &mut len,
+            )
+        };
+        let needed = len as usize / GID;
+        if r == 0 {
+            groups.truncate(needed);
+            return Ok(groups);
+        }
+        let e = io::Error::last_os_error();
+        if e.raw_os_error() == Some(nix::libc::ERANGE) && needed > groups.len() {
+            groups.resize(needed, 0);
+            continue;
+        }
+        return Err(e);
     }
 }
 
@@ -146,10 +195,10 @@ fn tcp_peer(s: &TcpStream, mode: LoopbackTcp) -> PeerInfo {
         ),
         LoopbackTcp::Anonymous => PeerInfo::Known(Principal::Anonymous),
         LoopbackTcp::PeerUid => match loopback_owner(client, server) {
-            Ok(Some(uid)) => PeerInfo::Known(Principal::Unix {
-                uid,
-                gid: primary_gid(uid),
-            }),
+            Ok(Some(uid)) => {
+                let (gid, groups) = user_groups(uid);
+                PeerInfo::Known(Principal::Unix { uid, gid, groups })
+            }
             Ok(None) => PeerInfo::Unknown(format!(
                 "no socket {client} -> {server} in /proc/net/tcp (another network namespace?)"
             )),
@@ -158,11 +207,22 @@ fn tcp_peer(s: &TcpStream, mode: LoopbackTcp) -> PeerInfo {
     }
 }
 
-fn primary_gid(uid: u32) -> Option<u32> {
-    nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(uid))
+/// A user's primary group and the groups the group database lists it in
+/// (`getgrouplist`): what a login of that user would have. The socket
+/// owner's actual groups are not recorded for TCP.
+fn user_groups(uid: u32) -> (Option<u32>, Vec<u32>) {
+    let Some(user) = nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(uid))
         .ok()
         .flatten()
-        .map(|u| u.gid.as_raw())
+    else {
+        return (None, Vec::new());
+    };
+    let groups = std::ffi::CString::new(user.name.clone())
+        .ok()
+        .and_then(|name| nix::unistd::getgrouplist(&name, user.gid).ok())
+        .map(|g| g.into_iter().map(|g| g.as_raw()).collect())
+        .unwrap_or_default();
+    (Some(user.gid.as_raw()), groups)
 }
 
 /// The uid owning the TCP socket whose local address is `client` and
@@ -239,6 +299,22 @@ mod tests {
                 Some(me)
             );
         }
+    }
+
+    #[test]
+    fn peer_groups_are_the_connecting_process_groups() {
+        let (a, _b) = std::os::unix::net::UnixStream::pair().unwrap();
+        let mut got = peer_groups(a.as_raw_fd()).unwrap();
+        let mut mine: Vec<u32> = nix::unistd::getgroups()
+            .unwrap()
+            .into_iter()
+            .map(|g| g.as_raw())
+            .collect();
+        got.sort_unstable();
+        mine.sort_unstable();
+        mine.dedup();
+        got.dedup();
+        assert_eq!(got, mine);
     }
 
     #[test]

@@ -367,6 +367,77 @@ impl Store {
         }
     }
 
+    /// Whether the blob is stored (or deferred), without touching it (the
+    /// garbage collector's looks are not uses).
+    pub fn has(&self, key: &BlobKey) -> bool {
+        let idx = self.lock();
+        idx.get(key).is_some() || self.lock_deferred().contains_key(key)
+    }
+
+    /// The whole blob, without touching it; `NotFound` when absent.
+    pub fn peek(&self, key: &BlobKey) -> Result<Vec<u8>> {
+        let v = self.lock().get(key);
+        let not_found = || Error::NotFound(format!("blob {} not found", key.missing_subject()));
+        let v = v.ok_or_else(not_found)?;
+        let path = self.path(key, !v.plain);
+        fs::read(&path).map_err(|e| match e.kind() {
+            std::io::ErrorKind::NotFound => not_found(),
+            _ => Error::io("read", path)(e),
+        })
+    }
+
+    /// The eviction threshold, in bytes.
+    pub fn max_size(&self) -> u64 {
+        self.max_size
+    }
+
+    /// Replaces the set of blobs no eviction may take (see `crate::gc`).
+    pub fn set_retained(&self, keys: std::collections::HashSet<BlobKey>) {
+        self.lock().set_retained(keys);
+    }
+
+    /// Adds blobs to the retained set.
+    pub fn retain(&self, keys: impl IntoIterator<Item = BlobKey>) {
+        self.lock().retain(keys);
+    }
+
+    /// Every stored blob.
+    pub fn keys(&self) -> Vec<BlobKey> {
+        self.lock().keys().copied().collect()
+    }
+
+    /// One garbage collection sweep: evicts every blob neither pinned nor
+    /// retained that was last used before `cutoff` (seconds since the
+    /// epoch), then least recently used ones while over the size limit.
+    /// A dry run (`dry_run`: the retained set to plan with, instead of the
+    /// one in force) only says what it would evict. Returns the blobs and
+    /// the bytes freed.
+    pub fn collect(
+        &self,
+        cutoff: u64,
+        dry_run: Option<&std::collections::HashSet<BlobKey>>,
+    ) -> (Vec<BlobKey>, u64) {
+        let mut idx = self.lock();
+        let plan = idx.plan(self.max_size, cutoff, dry_run);
+        let bytes = plan.iter().map(|k| idx.bytes_of(k)).sum();
+        if dry_run.is_some() {
+            return (plan, bytes);
+        }
+        for key in &plan {
+            let Some(v) = idx.remove(key) else { continue };
+            for (present, exec) in [(v.plain, false), (v.exec, true)] {
+                if present && let Err(e) = fs::remove_file(self.path(key, exec)) {
+                    warn!(blob = ?key, cause = %e, "cannot remove a collected blob");
+                }
+            }
+        }
+        drop(idx);
+        self.stats
+            .evicted_blobs
+            .fetch_add(plan.len() as u64, std::sync::atomic::Ordering::Relaxed);
+        (plan, bytes)
+    }
+
     /// Evicts least-recently-used unpinned blobs while over the limit.
     pub fn evict(&self) {
         let victims = {
@@ -554,8 +625,11 @@ fn scan(root: &Path) -> Result<Index> {
     }
     found.sort_by_key(|(t, _, _)| *t);
     let mut index = Index::default();
-    for (_, key, exec) in found {
-        index.insert(key, exec);
+    for (when, key, exec) in found {
+        let secs = when
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        index.insert_used(key, exec, secs);
     }
     Ok(index)
 }

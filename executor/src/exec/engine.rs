@@ -529,9 +529,13 @@ impl Engine {
             );
             // The image's reference first, so that Remove never misses a
             // cached result that ran on it.
+            let store = self.store.clone();
             let write = blocking(move || {
                 images.record_use(&image, &instance, &key)?;
-                ac.put_in(&instance, &key, &result)
+                ac.put_in(&instance, &key, &result)?;
+                // Recent provenance keeps what it names (see `crate::gc`).
+                crate::gc::retain_result(&store, key, &result);
+                Ok(())
             });
             if let Err(e) = write.await {
                 warn!(cause = %e, "cannot write the action cache");

@@ -124,7 +124,12 @@ pub fn to_proto(info: &ImageInfo) -> Image {
 }
 
 impl ImagesService {
-    async fn import(&self, by: String, req: ImportImageRequest) -> Result<ImportImageResponse> {
+    async fn import(
+        &self,
+        by: String,
+        principal: String,
+        req: ImportImageRequest,
+    ) -> Result<ImportImageResponse> {
         self.ctx.check_instance(&req.instance_name)?;
         let function = match req.digest_function.as_str() {
             "" | "blake3" => DigestFunction::Blake3,
@@ -161,6 +166,17 @@ impl ImagesService {
                 images.set_trust(&imported.info, true, &by)?;
             }
             let info = images.resolve(&imported.info.digest.to_string())?;
+            provenance.log_admin(
+                "image.import",
+                &principal,
+                &serde_json::json!({
+                    "image": info.digest.to_string(),
+                    "archive": format!("{key:?}"),
+                    "alias": req.alias,
+                    "trust": req.trust,
+                    "new": imported.new,
+                }),
+            )?;
             if req.trust {
                 provenance.log_trust(&info)?;
             }
@@ -174,13 +190,26 @@ impl ImagesService {
         })
     }
 
-    async fn remove(&self, req: RemoveImageRequest) -> Result<RemoveImageResponse> {
+    async fn remove(
+        &self,
+        principal: String,
+        req: RemoveImageRequest,
+    ) -> Result<RemoveImageResponse> {
         let (images, ac) = (self.store(), self.ctx.action_cache.clone());
         let default = self.ctx.engine.choices().default_image.clone();
+        let provenance = self.ctx.engine.provenance().clone();
         blocking(move || {
             let info = images.resolve(&req.image)?;
             let removed = images.remove(&info, &ac, default.as_ref())?;
             info!(image = %info.digest, "image removed");
+            provenance.log_admin(
+                "image.rm",
+                &principal,
+                &serde_json::json!({
+                    "image": info.digest.to_string(),
+                    "aliases_removed": removed,
+                }),
+            )?;
             Ok(RemoveImageResponse {
                 digest: info.digest.to_string(),
                 aliases_removed: removed,
@@ -198,8 +227,9 @@ impl hermetic_proto::Images for ImagesService {
         request: Request<ImportImageRequest>,
     ) -> std::result::Result<Response<ImportImageResponse>, Status> {
         let by = peer(&request);
+        let principal = crate::gc::service::principal_of(&request);
         Ok(Response::new(
-            ImagesService::import(self, by, request.into_inner()).await?,
+            ImagesService::import(self, by, principal, request.into_inner()).await?,
         ))
     }
 
@@ -231,8 +261,9 @@ impl hermetic_proto::Images for ImagesService {
         &self,
         request: Request<RemoveImageRequest>,
     ) -> std::result::Result<Response<RemoveImageResponse>, Status> {
+        let principal = crate::gc::service::principal_of(&request);
         Ok(Response::new(
-            ImagesService::remove(self, request.into_inner()).await?,
+            ImagesService::remove(self, principal, request.into_inner()).await?,
         ))
     }
 
@@ -242,6 +273,7 @@ impl hermetic_proto::Images for ImagesService {
         request: Request<SetTrustRequest>,
     ) -> std::result::Result<Response<Image>, Status> {
         let by = peer(&request);
+        let principal = crate::gc::service::principal_of(&request);
         let images = self.store();
         let provenance = self.ctx.engine.provenance().clone();
         let req = request.into_inner();
@@ -250,6 +282,16 @@ impl hermetic_proto::Images for ImagesService {
             images.set_trust(&info, req.trusted, &by)?;
             info!(image = %info.digest, trusted = req.trusted, by = %by, "image trust recorded");
             let info = images.resolve(&info.digest.to_string())?;
+            // Who decided, then the decision itself (the trust record).
+            provenance.log_admin(
+                if req.trusted {
+                    "image.trust"
+                } else {
+                    "image.untrust"
+                },
+                &principal,
+                &serde_json::json!({"image": info.digest.to_string()}),
+            )?;
             provenance.log_trust(&info)?;
             Ok(info)
         })

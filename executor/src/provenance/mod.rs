@@ -196,6 +196,20 @@ impl Provenance {
         self.ensure_logged(&info.digest, &rec.trust_record_sha256, &trust)
     }
 
+    /// Logs an administrative action by `principal` as an `admin` entry;
+    /// returns its log index. Blocking.
+    pub fn log_admin(
+        &self,
+        action: &str,
+        principal: &str,
+        details: &serde_json::Value,
+    ) -> Result<u64> {
+        let proof = self
+            .with(|a| a.log_admin(action, principal, details))
+            .map_err(|e| Error::Internal(format!("cannot log the admin action {action}: {e}")))?;
+        Ok(proof.log_index)
+    }
+
     fn ensure_logged(
         &self,
         digest: &ImageDigest,

@@ -1,10 +1,9 @@
 //! `hermetic.v1.Provenance`: an action's bundle and SBOMs, the keyring,
 //! checkpoints, consistency proofs, and key rotation and revocation.
 //!
-//! RotateKey and RevokeKey are administrative; once the daemon
-//! authenticates clients they require the admin role. Today whoever can
-//! reach the daemon's socket may call them (the Unix socket is the
-//! boundary, as for every other RPC).
+//! RotateKey and RevokeKey are administrative: the auth layer lets only
+//! the admin role call them, and each is followed in the log by an `admin`
+//! entry naming the principal (the key event itself names only keys).
 
 use std::sync::Arc;
 
@@ -117,14 +116,20 @@ impl ProvenanceService {
         .await
     }
 
-    async fn rotate(&self) -> Result<RotateKeyResponse> {
+    async fn rotate(&self, principal: String) -> Result<RotateKeyResponse> {
         let prov = self.provenance();
         blocking(move || {
             prov.with(|a| {
                 let keyid = a
                     .rotate()
                     .map_err(|e| Error::Internal(format!("cannot rotate the signing key: {e}")))?;
-                info!(keyid = %keyid, "signing key rotated");
+                info!(keyid = %keyid, principal = %principal, "signing key rotated");
+                a.log_admin(
+                    "key.rotate",
+                    &principal,
+                    &serde_json::json!({"keyid": keyid}),
+                )
+                .map_err(|e| Error::Internal(format!("cannot log the key rotation: {e}")))?;
                 Ok(RotateKeyResponse {
                     keyid,
                     keyring: a.keyring().to_json(),
@@ -134,7 +139,7 @@ impl ProvenanceService {
         .await
     }
 
-    async fn revoke(&self, keyid: String) -> Result<RevokeKeyResponse> {
+    async fn revoke(&self, principal: String, keyid: String) -> Result<RevokeKeyResponse> {
         let prov = self.provenance();
         blocking(move || {
             prov.with(|a| {
@@ -147,7 +152,13 @@ impl ProvenanceService {
                     }
                     e => Error::Internal(format!("cannot revoke key {keyid}: {e}")),
                 })?;
-                info!(keyid = %keyid, log_index = proof.log_index, "signing key revoked");
+                info!(keyid = %keyid, log_index = proof.log_index, principal = %principal, "signing key revoked");
+                a.log_admin(
+                    "key.revoke",
+                    &principal,
+                    &serde_json::json!({"keyid": keyid, "revocation_index": proof.log_index}),
+                )
+                .map_err(|e| Error::Internal(format!("cannot log the key revocation: {e}")))?;
                 Ok(RevokeKeyResponse {
                     log_index: proof.log_index,
                     keyring: a.keyring().to_json(),
@@ -234,19 +245,21 @@ impl hermetic_proto::Provenance for ProvenanceService {
 
     async fn rotate_key(
         &self,
-        _request: Request<RotateKeyRequest>,
+        request: Request<RotateKeyRequest>,
     ) -> Result<Response<RotateKeyResponse>, Status> {
-        Ok(Response::new(self.rotate().await?))
+        let principal = crate::gc::service::principal_of(&request);
+        Ok(Response::new(self.rotate(principal).await?))
     }
 
     async fn revoke_key(
         &self,
         request: Request<RevokeKeyRequest>,
     ) -> Result<Response<RevokeKeyResponse>, Status> {
+        let principal = crate::gc::service::principal_of(&request);
         let keyid = request.into_inner().keyid;
         if keyid.is_empty() {
             return Err(Error::InvalidArgument("keyid is empty".into()).into());
         }
-        Ok(Response::new(self.revoke(keyid).await?))
+        Ok(Response::new(self.revoke(principal, keyid).await?))
     }
 }
