@@ -89,6 +89,9 @@ pub struct Results {
     pub hit_per_sec: f64,
     /// Seconds per 1 GiB upload.
     pub upload_secs: Vec<f64>,
+    /// Seconds per 1 GiB written to a file beside the daemon's store and
+    /// fsynced (the disk's own speed: the upload's ceiling).
+    pub disk_secs: Vec<f64>,
     /// FindMissingBlobs latencies.
     pub find: Samples,
     /// Staging a never-staged tree (daemon's input fetch, ms).
@@ -140,7 +143,7 @@ async fn run_all(inputs: &Inputs, plan: Plan) -> Result<Results> {
         staging(plan, &channel, &mut r).await?;
     }
     if want("bytestream") {
-        bytestream(plan, &channel, &mut r).await?;
+        bytestream(plan, &channel, &inputs.work, &mut r).await?;
     }
     drop(daemon);
     Ok(r)
@@ -392,7 +395,12 @@ async fn staging(plan: Plan, channel: &Channel, r: &mut Results) -> Result<()> {
     Ok(())
 }
 
-async fn bytestream(plan: Plan, channel: &Channel, r: &mut Results) -> Result<()> {
+async fn bytestream(
+    plan: Plan,
+    channel: &Channel,
+    work: &std::path::Path,
+    r: &mut Results,
+) -> Result<()> {
     const SIZE: usize = 1 << 30;
     const CHUNK: usize = 1 << 20;
     let mut bs = ByteStreamClient::new(channel.clone());
@@ -416,6 +424,23 @@ async fn bytestream(plan: Plan, channel: &Channel, r: &mut Results) -> Result<()
             .collect();
         let key = hasher.finish_sized(SIZE as u64);
         let name = format!("uploads/{}/blobs/{}/{}", uuid(round), key.hex(), key.size);
+        // The baseline, interleaved: the same bytes to a file on the
+        // store's filesystem, fsynced, as the daemon commits a blob.
+        let disk = {
+            use std::io::Write as _;
+            let path = work.join("disk-baseline");
+            let start = Instant::now();
+            let mut f = std::fs::File::create(&path)?;
+            for c in &chunks {
+                f.write_all(c)?;
+            }
+            f.sync_all()?;
+            let secs = start.elapsed().as_secs_f64();
+            drop(f);
+            std::fs::remove_file(&path)?;
+            secs
+        };
+        r.disk_secs.push(disk);
         let count = chunks.len();
         let requests =
             tokio_stream::iter(
