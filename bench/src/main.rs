@@ -352,7 +352,11 @@ fn peers_main(cli: &Cli) -> Result<()> {
                 .as_ref()
                 .context("--buildbox is required (bench/setup prints it)")?,
         )?,
-        toolchain: cli.toolchain.as_ref().map(std::path::absolute).transpose()?,
+        toolchain: cli
+            .toolchain
+            .as_ref()
+            .map(std::path::absolute)
+            .transpose()?,
     };
     let machine = machine::describe();
     let load_before = machine::loadavg();

@@ -99,11 +99,6 @@ impl Casd {
         })
     }
 
-    /// The process id.
-    pub fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
     /// The cache directory (for its disk use).
     pub fn cache(&self) -> &Path {
         &self.cache

@@ -116,6 +116,8 @@ impl Target {
     }
 
     fn command(&self, argv: &[String], output: &str) -> ReCommand {
+        // Both forms of the output: buildbox-run reads either.
+        #[allow(deprecated)]
         ReCommand {
             arguments: argv.to_vec(),
             environment_variables: vec![EnvironmentVariable {
@@ -146,7 +148,10 @@ async fn build(t: &Target, sources: &Directory, units: usize, salt: &str) -> Res
             .map(|s| (*s).to_owned())
             .collect();
         let cmd = t.command(&argv, &format!("u{u:02}.o"));
-        compiles.push_back((u, put_action(&t.channel, &cmd, root, salt.as_bytes()).await?));
+        compiles.push_back((
+            u,
+            put_action(&t.channel, &cmd, root, salt.as_bytes()).await?,
+        ));
     }
     let start = Instant::now();
     let queue = Arc::new(Mutex::new(compiles));
@@ -158,7 +163,10 @@ async fn build(t: &Target, sources: &Directory, units: usize, salt: &str) -> Res
         let mut exec = ExecutionClient::new(t.channel.clone());
         workers.push(tokio::spawn(async move {
             loop {
-                let next = queue.lock().map_err(|_| anyhow::anyhow!("poisoned"))?.pop_front();
+                let next = queue
+                    .lock()
+                    .map_err(|_| anyhow::anyhow!("poisoned"))?
+                    .pop_front();
                 let Some((u, action)) = next else { break };
                 let resp = execute(&mut exec, action).await?;
                 if !resp.cached_result {

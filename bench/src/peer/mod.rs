@@ -107,6 +107,7 @@ pub struct Results {
 }
 
 /// One server under test, reached by gRPC.
+#[derive(Debug)]
 pub struct Server {
     /// For the report.
     pub name: &'static str,
@@ -162,14 +163,14 @@ pub async fn start_pair(
     let casd = Casd::start(&inputs.buildbox, &r.work, "peer-casd", jobs)?;
     let h = daemon.connect().await?;
     let b = casd.connect().await?;
-    let empty = upload(&h, &[Vec::new()]).await?;
     let empty_dir = upload(
         &h,
-        &[bazel_remote_apis::build::bazel::remote::execution::v2::Directory::default()
-            .encode_to_vec()],
+        &[
+            bazel_remote_apis::build::bazel::remote::execution::v2::Directory::default()
+                .encode_to_vec(),
+        ],
     )
     .await?[0];
-    drop(empty);
     let rootfs = LocalTree::walk(&r.rootfs)?;
     let bb_root = rootfs.upload(&b).await?;
     Ok((

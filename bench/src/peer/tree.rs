@@ -70,8 +70,8 @@ impl LocalTree {
                     ..Default::default()
                 });
             } else if ft.is_file() {
-                let data =
-                    std::fs::read(&path).with_context(|| format!("cannot read {}", path.display()))?;
+                let data = std::fs::read(&path)
+                    .with_context(|| format!("cannot read {}", path.display()))?;
                 let key = key_of(F, &data);
                 self.files.entry(key).or_insert(path);
                 d.files.push(FileNode {

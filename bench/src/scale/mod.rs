@@ -122,7 +122,10 @@ async fn run_all(inputs: &Inputs, plan: &Plan) -> Result<Results> {
         let (daemon, casd, h, b) = start_pair(
             inputs,
             jobs,
-            &format!("max_queued = {}\n", 4 * plan.clients.iter().max().unwrap_or(&1)),
+            &format!(
+                "max_queued = {}\n",
+                4 * plan.clients.iter().max().unwrap_or(&1)
+            ),
         )
         .await?;
         for &n in &plan.clients {
@@ -177,7 +180,13 @@ where
 {
     let nonce = nonce();
     let cmd = command(&["/bin/true"], &[]);
-    let hit_action = put_action(&s.channel, &cmd, s.noop_root, format!("scale-hit-{nonce}").as_bytes()).await?;
+    let hit_action = put_action(
+        &s.channel,
+        &cmd,
+        s.noop_root,
+        format!("scale-hit-{nonce}").as_bytes(),
+    )
+    .await?;
     if kind == "hit" {
         execute(&mut ExecutionClient::new(s.channel.clone()), hit_action).await?;
     }
@@ -203,7 +212,10 @@ where
                 let start = Instant::now();
                 let resp = execute(&mut exec, action).await?;
                 let t = start.elapsed().as_secs_f64() * 1e3;
-                anyhow::ensure!(resp.cached_result == (kind == "hit"), "unexpected cache state");
+                anyhow::ensure!(
+                    resp.cached_result == (kind == "hit"),
+                    "unexpected cache state"
+                );
                 if measuring.load(Ordering::Relaxed) && !stop.load(Ordering::Relaxed) {
                     lat.push(t);
                 }
@@ -254,15 +266,20 @@ async fn queue(inputs: &Inputs, queued: usize) -> Result<Queue> {
         &ri.work,
         &DaemonOptions {
             name: Some("queue-hermeticd".into()),
-            extra: format!("jobs = 2\nmax_queued = {}\nshutdown_grace_secs = 1\n", queued + 100),
+            extra: format!(
+                "jobs = 2\nmax_queued = {}\nshutdown_grace_secs = 1\n",
+                queued + 100
+            ),
             ..Default::default()
         },
     )?;
     let channel = daemon.connect().await?;
     let empty_dir = upload(
         &channel,
-        &[bazel_remote_apis::build::bazel::remote::execution::v2::Directory::default()
-            .encode_to_vec()],
+        &[
+            bazel_remote_apis::build::bazel::remote::execution::v2::Directory::default()
+                .encode_to_vec(),
+        ],
     )
     .await?[0];
     let nonce = nonce();
@@ -270,8 +287,13 @@ async fn queue(inputs: &Inputs, queued: usize) -> Result<Queue> {
     let sleep = command(&["/bin/sleep", "600"], &[]);
     let mut blockers = Vec::new();
     for i in 0..2 {
-        let a = put_action(&channel, &sleep, empty_dir, format!("block-{nonce}-{i}").as_bytes())
-            .await?;
+        let a = put_action(
+            &channel,
+            &sleep,
+            empty_dir,
+            format!("block-{nonce}-{i}").as_bytes(),
+        )
+        .await?;
         let mut exec = ExecutionClient::new(daemon.connect().await?);
         let mut stream = exec.execute(req(a)).await?.into_inner();
         stream.next().await.context("no first Operation")??;
@@ -387,7 +409,8 @@ async fn many_blobs(s: &Server, plan: &Plan, store: &std::path::Path) -> Result<
     let mut digests: Vec<_> = (0..5000)
         .map(|k| key_of(F, &blob((k * step) % plan.blobs)).to_proto())
         .collect();
-    digests.extend((0..5000).map(|k| key_of(F, format!("absent {nonce} {k}").as_bytes()).to_proto()));
+    digests
+        .extend((0..5000).map(|k| key_of(F, format!("absent {nonce} {k}").as_bytes()).to_proto()));
     let mut cas =
         ContentAddressableStorageClient::new(s.channel.clone()).max_decoding_message_size(64 << 20);
     let mut find = Vec::new();

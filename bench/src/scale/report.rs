@@ -51,9 +51,11 @@ pub fn clients_table(r: &Results) -> String {
             None => (0.0, "— | — | —".into()),
         };
         let (h, hs) = cells(find("hermeticd"));
-        let (b, bs) = cells(r.levels.iter().find(|l| {
-            l.kind == kind && l.clients == n && l.server != "hermeticd"
-        }));
+        let (b, bs) = cells(
+            r.levels
+                .iter()
+                .find(|l| l.kind == kind && l.clients == n && l.server != "hermeticd"),
+        );
         let kind = if kind == "hit" {
             "cache hit"
         } else {
