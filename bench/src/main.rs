@@ -396,7 +396,7 @@ fn scale_main(cli: &Cli) -> Result<()> {
             clients: vec![1, 8, 32, 128],
             window_secs: 2.0,
             queued: 2_000,
-            blobs: 20_000,
+            blobs: 100_000,
             blob_size: 100,
             find_rounds: 20,
         },

@@ -264,6 +264,7 @@ pub async fn run(
             extra: format!("jobs = {jobs}\n"),
             images: vec![("toolchain".into(), image)],
             default_image: Some("toolchain".into()),
+            no_fsync: false,
         },
     )?;
     let casd = Casd::start(&inputs.buildbox, work, "cbuild-casd", jobs)?;

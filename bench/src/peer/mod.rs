@@ -94,6 +94,10 @@ pub struct Results {
     pub small: Pair,
     /// Large-blob upload throughput (MB/s).
     pub large: Pair,
+    /// Small blobs, hermeticd with fsync off beside buildbox (blobs/s).
+    pub small_no_fsync: Pair,
+    /// The large blob, hermeticd with fsync off beside buildbox (MB/s).
+    pub large_no_fsync: Pair,
     /// C build, cold (ms for the whole build).
     pub build_cold: Pair,
     /// C build, warm (ms).
@@ -209,7 +213,27 @@ async fn run_all(inputs: &Inputs, plan: Plan) -> Result<Results> {
             hits(&servers, plan, &mut r).await?;
         }
         if want("upload") {
-            uploads(&servers, plan, &mut r).await?;
+            // A third server: hermeticd without fsync, casd's durability.
+            let ri = &inputs.reapi;
+            let quick_daemon = Daemon::start_with(
+                &ri.hermeticd,
+                &ri.sandbox,
+                &ri.rootfs,
+                &ri.profiles,
+                &ri.work,
+                &DaemonOptions {
+                    name: Some("peer-hermeticd-nofsync".into()),
+                    extra: format!("jobs = {jobs}\n"),
+                    no_fsync: true,
+                    ..Default::default()
+                },
+            )?;
+            let quick = Server {
+                name: "hermeticd, fsync off",
+                channel: quick_daemon.connect().await?,
+                noop_root: servers[0].noop_root,
+            };
+            uploads(&servers, Some(&quick), plan, &mut r).await?;
         }
     }
     if want("cbuild") {
@@ -385,12 +409,23 @@ pub fn noise(seed: u64, len: usize) -> Vec<u8> {
     v
 }
 
-async fn uploads(servers: &[Server; 2], plan: Plan, r: &mut Results) -> Result<()> {
+/// Uploads to hermeticd, buildbox-casd and, when given, a hermeticd with
+/// fsync off (casd's durability: it never fsyncs).
+async fn uploads(
+    servers: &[Server; 2],
+    no_fsync: Option<&Server>,
+    plan: Plan,
+    r: &mut Results,
+) -> Result<()> {
+    let mut all: Vec<&Server> = servers.iter().collect();
+    all.extend(no_fsync);
+    let count = all.len();
     let nonce = nonce();
+    let mut small: Vec<Vec<f64>> = vec![Vec::new(); count];
+    let mut large: Vec<Vec<f64>> = vec![Vec::new(); count];
     for round in 0..plan.small_rounds + 1 {
-        for k in 0..2 {
-            let v = (round + k) % 2;
-            let s = &servers[v];
+        for k in 0..count {
+            let v = (round + k) % count;
             let blobs: Vec<Vec<u8>> = (0..plan.small_count)
                 .map(|i| {
                     let mut b = format!("{nonce} {round} {v} {i} ").into_bytes();
@@ -399,37 +434,45 @@ async fn uploads(servers: &[Server; 2], plan: Plan, r: &mut Results) -> Result<(
                 })
                 .collect();
             let start = Instant::now();
-            upload(&s.channel, &blobs).await?;
+            upload(&all[v].channel, &blobs).await?;
             let secs = start.elapsed().as_secs_f64();
             // Round 0 warms up.
             if round > 0 {
-                let per_sec = plan.small_count as f64 / secs;
-                if v == 0 {
-                    r.small.hermetic.push(per_sec);
-                } else {
-                    r.small.buildbox.push(per_sec);
-                }
+                small[v].push(plan.small_count as f64 / secs);
             }
         }
     }
     for round in 0..plan.large_rounds {
-        for k in 0..2 {
-            let v = (round + k) % 2;
-            let s = &servers[v];
+        for k in 0..count {
+            let v = (round + k) % count;
             // Made and digested before the clock starts.
-            let data = noise(nonce ^ ((round * 2 + v + 1) as u64) << 32, plan.large_size);
+            let data = noise(
+                nonce ^ ((round * count + v + 1) as u64) << 32,
+                plan.large_size,
+            );
             let key = key_of(F, &data);
             let chunks: Vec<Vec<u8>> = data.chunks(1 << 20).map(<[u8]>::to_vec).collect();
             drop(data);
             let start = Instant::now();
-            tree::write_chunks(&s.channel, key, chunks).await?;
-            let mbps = plan.large_size as f64 / 1e6 / start.elapsed().as_secs_f64();
-            if v == 0 {
-                r.large.hermetic.push(mbps);
-            } else {
-                r.large.buildbox.push(mbps);
-            }
+            tree::write_chunks(&all[v].channel, key, chunks).await?;
+            large[v].push(plan.large_size as f64 / 1e6 / start.elapsed().as_secs_f64());
         }
+    }
+    let mut small = small.into_iter();
+    let mut large = large.into_iter();
+    r.small.hermetic = small.next().unwrap_or_default();
+    r.small.buildbox = small.next().unwrap_or_default();
+    r.large.hermetic = large.next().unwrap_or_default();
+    r.large.buildbox = large.next().unwrap_or_default();
+    if let (Some(s), Some(l)) = (small.next(), large.next()) {
+        r.small_no_fsync = Pair {
+            hermetic: s,
+            buildbox: r.small.buildbox.clone(),
+        };
+        r.large_no_fsync = Pair {
+            hermetic: l,
+            buildbox: r.large.buildbox.clone(),
+        };
     }
     Ok(())
 }

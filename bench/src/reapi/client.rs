@@ -43,6 +43,8 @@ pub struct DaemonOptions {
     pub images: Vec<(String, PathBuf)>,
     /// The default image's alias. Default: `busybox`.
     pub default_image: Option<String>,
+    /// `[cas] no_fsync = true` (also set by `HERMETIC_BENCH_NO_FSYNC`).
+    pub no_fsync: bool,
 }
 
 impl Daemon {
@@ -99,7 +101,7 @@ impl Daemon {
                 images,
                 8u64 << 30,
                 // For comparison only; the recorded runs keep fsync.
-                std::env::var_os("HERMETIC_BENCH_NO_FSYNC").is_some(),
+                options.no_fsync || std::env::var_os("HERMETIC_BENCH_NO_FSYNC").is_some(),
             ),
         )?;
         let log = std::fs::File::create(work.join(format!("{name}.log")))?;
