@@ -63,7 +63,7 @@ pub fn statement(record: &ExecutionRecord) -> Result<Value, RecordError> {
         }),
         json!({
             "name": "input-root",
-            "digest": {"sha256": record.input_root.hash},
+            "digest": input_root_digest(record),
             "annotations": {"sizeBytes": record.input_root.size_bytes},
         }),
     ];
@@ -125,6 +125,17 @@ fn file_digest(f: &FileRecord) -> Value {
     Value::Object(m)
 }
 
+/// The input root's digest set: SHA-256, and BLAKE3 when recorded (of the
+/// same `Directory` blob).
+fn input_root_digest(record: &ExecutionRecord) -> Value {
+    let mut m = Map::new();
+    m.insert("sha256".into(), record.input_root.hash.clone().into());
+    if let Some(b3) = &record.input_root_blake3 {
+        m.insert(BLAKE3_DIGEST_KEY.into(), b3.clone().into());
+    }
+    Value::Object(m)
+}
+
 fn reapi(d: &ReapiDigest) -> Value {
     json!({"hash": d.hash, "sizeBytes": d.size_bytes})
 }
@@ -161,6 +172,13 @@ mod tests {
         assert_eq!(
             p["buildDefinition"]["externalParameters"]["timeout"],
             "600s"
+        );
+        let root = &p["buildDefinition"]["resolvedDependencies"][1];
+        assert_eq!(root["name"], "input-root");
+        assert_eq!(root["digest"]["sha256"], sample().input_root.hash);
+        assert_eq!(
+            root["digest"]["blake3"],
+            blake3::hash(b"input root").to_hex().as_str()
         );
         assert_eq!(
             p["buildDefinition"]["resolvedDependencies"][2]["name"],

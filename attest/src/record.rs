@@ -130,6 +130,11 @@ pub struct ExecutionRecord {
     pub declared_outputs: Vec<String>,
     /// REAPI digest of the input root `Directory`.
     pub input_root: ReapiDigest,
+    /// Lowercase hex BLAKE3-256 of the same `Directory` blob: its key in a
+    /// BLAKE3 CAS, so that `hermetic reproduce` can find the inputs in the
+    /// daemon's store whichever digest function the action used.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub input_root_blake3: Option<String>,
     /// The base image.
     pub image: ImageRecord,
     /// Sandbox profile name (e.g. `strict`).
@@ -216,6 +221,9 @@ impl ExecutionRecord {
             }
         }
         check_hex("input_root.hash", &self.input_root.hash, 64)?;
+        if let Some(b3) = &self.input_root_blake3 {
+            check_hex("input_root_blake3", b3, 64)?;
+        }
         check_hex("image.digest.hash", &self.image.digest.hash, 64)?;
         check_hex(
             "image.trust_record_sha256",
@@ -337,6 +345,7 @@ pub(crate) mod tests {
             cwd: String::new(),
             declared_outputs: vec!["out/hello".into()],
             input_root: ReapiDigest::of(b"input root"),
+            input_root_blake3: Some(blake3::hash(b"input root").to_hex().to_string()),
             image: ImageRecord {
                 name: "toolchain".into(),
                 digest: ReapiDigest::of(b"image"),

@@ -171,16 +171,24 @@ pub fn platform(job: &Job) -> Option<Platform> {
 pub fn prepare(job: &Job) -> Result<Prepared> {
     let f = job.digest_function;
     let mut blobs = BTreeMap::new();
-    let input_root = match &job.input {
-        Some(dir) => walk(dir, f, &mut blobs)?,
-        None => add(&mut blobs, f, Directory::default().encode_to_vec()),
+    let input_root = match (&job.stored_input, &job.input) {
+        // Already in the store, checked there (`stored_input::resolve`).
+        (Some(candidates), _) => candidates
+            .iter()
+            .find(|(cf, _)| *cf == f)
+            .map(|(_, d)| d.clone())
+            .ok_or_else(|| {
+                Error::Infra(format!("the stored input root has no {} digest", f.name()))
+            })?,
+        (None, Some(dir)) => walk(dir, f, &mut blobs)?,
+        (None, None) => add(&mut blobs, f, Directory::default().encode_to_vec()),
     };
     let command_digest = add(&mut blobs, f, command(job).encode_to_vec());
     let action = Action {
         command_digest: Some(command_digest),
         input_root_digest: Some(input_root.clone()),
         timeout: job.timeout.map(proto_duration),
-        do_not_cache: false,
+        do_not_cache: job.do_not_cache,
         salt: Vec::new(),
         platform: platform(job),
     };
@@ -268,8 +276,19 @@ mod tests {
         assert_eq!(a.blobs.len(), 6);
         let sha = Job {
             digest_function: Function::Sha256,
-            ..j
+            ..j.clone()
         };
         assert_ne!(prepare(&sha).unwrap().action_digest, a.action_digest);
+        // do_not_cache is part of the Action: another action.
+        let uncached = Job {
+            do_not_cache: true,
+            ..j
+        };
+        let u = prepare(&uncached).unwrap();
+        assert_ne!(u.action_digest, a.action_digest);
+        let Source::Bytes(action) = &u.blobs[&u.action_digest.hash].source else {
+            panic!("the Action is in memory")
+        };
+        assert!(Action::decode(action.as_slice()).unwrap().do_not_cache);
     }
 }

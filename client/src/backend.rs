@@ -5,7 +5,7 @@
 
 use std::path::Path;
 
-use bazel_remote_apis::build::bazel::remote::execution::v2::Digest;
+use bazel_remote_apis::build::bazel::remote::execution::v2::{Digest, Directory};
 use hermeticd::digest::{BlobKey, DigestFunction};
 use hermeticd::local::Local;
 use tokio::io::AsyncWriteExt;
@@ -48,6 +48,16 @@ impl Backend {
                     .map(BlobKey::to_proto)
                     .collect())
             }
+        }
+    }
+
+    /// The `Directory` protos of the tree under `root` that the store
+    /// holds, as a daemon's GetTree gives them; the local store gives none
+    /// (its directories are read one by one, see `stored_input`).
+    pub async fn tree(&self, f: Function, root: &Digest) -> Result<Vec<Directory>> {
+        match self {
+            Backend::Remote(r) => r.get_tree(f, root).await,
+            Backend::Local(_) => Ok(Vec::new()),
         }
     }
 

@@ -8,7 +8,8 @@ use std::path::PathBuf;
 pub mod code {
     /// The job is invalid: a flag, the job file, an environment variable,
     /// a duration or size, a missing input, or an action the daemon
-    /// refused as invalid (unknown image or profile, bad property).
+    /// refused as invalid (unknown image or profile, bad property); for
+    /// `reproduce`, inputs the store lacks or a bundle lacking a field.
     pub const INVALID_JOB: u8 = 64;
     /// A downloaded blob does not hash to its digest, or `hermetic verify`
     /// refused an artifact.
@@ -28,7 +29,9 @@ pub mod code {
 pub const EXIT_CODES_HELP: &str = "\
 Exit status:
   N    the step's own exit code when it ran (killed by signal S: 128+S)
-  64   invalid job: flags, job file, environment, or refused by the daemon
+  64   invalid job: flags, job file, environment, or refused by the daemon;
+       for `reproduce`, also inputs missing from the store or a bundle
+       lacking a field the rebuild needs (both named)
   65   verification failure: a downloaded output does not match its digest,
        or `hermetic verify` refused an artifact (the reason is printed)
   66   not reproducible: the runs of --check-repro differ (the step itself succeeded)

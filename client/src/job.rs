@@ -94,6 +94,14 @@ pub struct Job {
     pub image: Option<String>,
     /// Input directory, when given.
     pub input: Option<PathBuf>,
+    /// An input root already in the store instead of a directory (its
+    /// candidate keys; see `stored_input`): set by `hermetic reproduce`,
+    /// never by a job file.
+    pub stored_input: Option<crate::stored_input::Candidates>,
+    /// The Action's `do_not_cache`: its result is never cached (set by
+    /// `hermetic reproduce`, whose rebuild must not replace a cached
+    /// result); never from a job file.
+    pub do_not_cache: bool,
     /// Output paths, sorted and unique.
     pub outputs: Vec<String>,
     /// Environment, sorted by name.
@@ -174,6 +182,8 @@ impl Job {
             command,
             image: f.image,
             input: f.input,
+            stored_input: None,
+            do_not_cache: false,
             outputs,
             env: f.env,
             timeout,

@@ -34,6 +34,7 @@ mod repro;
 mod reproduce_cmd;
 mod run;
 mod status_cmd;
+mod stored_input;
 mod verify_cmd;
 
 use std::io::Write;

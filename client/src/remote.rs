@@ -4,9 +4,10 @@
 use std::pin::Pin;
 
 use bazel_remote_apis::build::bazel::remote::execution::v2::{
-    ActionResult, BatchReadBlobsRequest, BatchUpdateBlobsRequest, Digest, ExecuteRequest,
-    FindMissingBlobsRequest, GetActionResultRequest, GetCapabilitiesRequest, ServerCapabilities,
-    WaitExecutionRequest, action_cache_client::ActionCacheClient, batch_update_blobs_request,
+    ActionResult, BatchReadBlobsRequest, BatchUpdateBlobsRequest, Digest, Directory,
+    ExecuteRequest, FindMissingBlobsRequest, GetActionResultRequest, GetCapabilitiesRequest,
+    GetTreeRequest, ServerCapabilities, WaitExecutionRequest,
+    action_cache_client::ActionCacheClient, batch_update_blobs_request,
     capabilities_client::CapabilitiesClient,
     content_addressable_storage_client::ContentAddressableStorageClient,
     execution_client::ExecutionClient,
@@ -134,6 +135,40 @@ impl Remote {
             missing.extend(resp.into_inner().missing_blob_digests);
         }
         Ok(missing)
+    }
+
+    /// GetTree: every `Directory` of the tree under `root` the daemon holds
+    /// (a subdirectory it lacks is left out, with what is below it), all
+    /// pages. NotFound when it lacks the root itself.
+    pub async fn get_tree(&self, f: Function, root: &Digest) -> Result<Vec<Directory>> {
+        let mut dirs = Vec::new();
+        let mut page_token = String::new();
+        loop {
+            let mut stream = self
+                .cas()
+                .get_tree(GetTreeRequest {
+                    instance_name: self.instance.clone(),
+                    root_digest: Some(root.clone()),
+                    page_size: 0,
+                    page_token: page_token.clone(),
+                    digest_function: f.to_proto(),
+                })
+                .await
+                .map_err(Error::rpc("GetTree"))?
+                .into_inner();
+            let mut next = String::new();
+            while let Some(page) = stream.next().await {
+                let page = page.map_err(Error::rpc("GetTree"))?;
+                dirs.extend(page.directories);
+                next = page.next_page_token;
+            }
+            // The server streams every page; a token left on the last one
+            // means it stopped early: ask again from there.
+            if next.is_empty() || next == page_token {
+                return Ok(dirs);
+            }
+            page_token = next;
+        }
     }
 
     /// Uploads blobs: small ones with BatchUpdateBlobs, large ones with

@@ -1,4 +1,4 @@
-//! `hermetic reproduce BUNDLE --input DIR`: an auditor rebuilds, on this
+//! `hermetic reproduce BUNDLE [--input DIR]`: an auditor rebuilds, on this
 //! host, from the inputs an attestation names, and gets a yes or a diff.
 //!
 //! 1. The bundle's statement is read (and verified with `--keyring` when
@@ -6,12 +6,18 @@
 //!    statement is read unverified, which `hermetic verify` can do first).
 //! 2. Its `externalParameters` become a job: argv, environment, declared
 //!    outputs, profile, timeout, and the base image by the SHA-256 tree
-//!    digest of its `base-image` dependency. `--input DIR` must be the
-//!    attested input root: its digest (BLAKE3 or SHA-256, whichever the
-//!    attestation used) is checked before anything runs.
-//! 3. The job runs through the daemon without the action cache (a fresh
-//!    execution, never the attested result served again), and its outputs
-//!    land in the out dir with their own provenance.
+//!    digest of its `base-image` dependency. The inputs are either
+//!    - `--input DIR`, which must be the attested input root: its digest
+//!      (BLAKE3 or SHA-256, whichever the attestation used) is checked
+//!      before anything runs; or
+//!    - without `--input`, the attested input root in the store itself, by
+//!      its digest (`inputRootDigest`, and the BLAKE3 of the `input-root`
+//!      dependency where the daemon recorded one): the store must hold
+//!      every blob of the tree (`stored_input`), else exit 64 naming the
+//!      missing digests. Nothing is uploaded but the Command and Action.
+//! 3. The job runs through the daemon (or `--local`) without the action
+//!    cache (a fresh execution, never the attested result served again),
+//!    and its outputs land in the out dir with their own provenance.
 //! 4. The rebuilt outputs are compared with the attestation's subjects by
 //!    SHA-256 (and BLAKE3 where the subject names one): every subject
 //!    missing or different, and every rebuilt file no subject names, is
@@ -39,14 +45,19 @@ pub struct ReproduceArgs {
     #[arg(value_name = "PROVENANCE")]
     pub bundle: PathBuf,
     /// The attested input root: the directory that was the step's /work
+    /// [default: the attested input root digest, from the store]
     #[arg(long, value_name = "DIR")]
-    pub input: PathBuf,
+    pub input: Option<PathBuf>,
     /// Verify the bundle against this public keyring first
     #[arg(long, value_name = "FILE")]
     pub keyring: Option<PathBuf>,
     /// Where the rebuilt outputs go [default: hermetic-reproduce]
     #[arg(long, value_name = "DIR")]
     pub out_dir: Option<PathBuf>,
+    /// Rebuild without a daemon, in this process, on the local state
+    /// directory and its store (as `hermetic run --local`)
+    #[arg(long)]
+    pub local: bool,
 }
 
 /// One subject's fate.
@@ -108,16 +119,31 @@ pub async fn reproduce(g: &Globals, args: &ReproduceArgs) -> Result<u8> {
         .out_dir
         .clone()
         .unwrap_or_else(|| PathBuf::from("hermetic-reproduce"));
-    let run_args = job_of(&statement, &args.input, &out_dir)?;
-    let function = matching_function(&statement, &run_args)?;
-    let mut run_args = run_args;
-    run_args.digest_function = Some(function.name().to_owned());
+    let mut run_args = job_of(&statement, args.input.as_deref(), &out_dir)?;
+    let mut job = match &args.input {
+        Some(_) => {
+            let function = matching_function(&statement, &run_args)?;
+            run_args.digest_function = Some(function.name().to_owned());
+            crate::run::job_of_args(g, &run_args)?
+        }
+        None => {
+            let mut job = crate::run::job_of_args(g, &run_args)?;
+            job.stored_input = Some(stored_root(&statement)?);
+            job
+        }
+    };
+    // A fresh execution: the action cache is neither consulted (skip the
+    // lookup) nor written (do_not_cache), so a rebuild that differs never
+    // replaces the cached result of the build it audits.
+    job.do_not_cache = true;
+    let (report, streams) = crate::run::execute_job(g, job, args.local, true).await?;
+    let exit = report.hermetic_exit_code;
     // With --json, one document: the rebuild's report and the verdict.
-    let (exit, rebuild) = if g.json {
-        let (report, _) = crate::run::execute_and_collect(g, &run_args).await?;
-        (report.hermetic_exit_code, Some(report))
+    let rebuild = if g.json {
+        Some(report)
     } else {
-        (crate::run::run(g, &run_args).await?, None)
+        crate::run::print_run(g, &report, &streams)?;
+        None
     };
     if exit != 0 {
         if let Some(report) = &rebuild {
@@ -181,10 +207,14 @@ fn print_json(v: &Value) -> Result<()> {
 }
 
 /// The job an attestation's `externalParameters` describe.
-fn job_of(statement: &Value, input: &Path, out_dir: &Path) -> Result<RunArgs> {
+fn job_of(statement: &Value, input: Option<&Path>, out_dir: &Path) -> Result<RunArgs> {
     let build = &statement["predicate"]["buildDefinition"];
     let params = &build["externalParameters"];
-    let bad = |what: &str| Error::InvalidJob(format!("the attestation has no usable {what}"));
+    let bad = |what: &str| {
+        Error::InvalidJob(format!(
+            "the attestation has no usable {PARAMS}.{what}: it does not say how to rebuild"
+        ))
+    };
     let strings = |v: &Value| -> Option<Vec<String>> {
         v.as_array()?
             .iter()
@@ -218,11 +248,17 @@ fn job_of(statement: &Value, input: &Path, out_dir: &Path) -> Result<RunArgs> {
         .as_array()
         .and_then(|deps| deps.iter().find(|d| d["name"] == "base-image"))
         .and_then(|d| d["digest"]["sha256"].as_str())
-        .ok_or_else(|| bad("base-image dependency"))?;
+        .ok_or_else(|| {
+            Error::InvalidJob(
+                "the attestation has no usable predicate.buildDefinition.resolvedDependencies\
+                 [name=base-image].digest.sha256: it does not say which image to rebuild on"
+                    .into(),
+            )
+        })?;
     Ok(RunArgs {
         file: None,
         image: Some(format!("hermetic-image:sha256:{image}")),
-        input: Some(input.to_owned()),
+        input: input.map(Path::to_owned),
         outputs,
         env,
         timeout: params["timeout"].as_str().map(str::to_owned),
@@ -238,13 +274,59 @@ fn job_of(statement: &Value, input: &Path, out_dir: &Path) -> Result<RunArgs> {
     })
 }
 
+/// Where an attestation's inputs are described.
+const PARAMS: &str = "predicate.buildDefinition.externalParameters";
+
+/// The attested input root's candidate keys in the store: its BLAKE3 (of
+/// the `input-root` dependency, where the daemon recorded one) and its
+/// SHA-256 (`inputRootDigest`), with the size they share.
+fn stored_root(statement: &Value) -> Result<crate::stored_input::Candidates> {
+    let build = &statement["predicate"]["buildDefinition"];
+    let root = &build["externalParameters"]["inputRootDigest"];
+    let missing = |field: &str| {
+        Error::InvalidJob(format!(
+            "the attestation has no usable {PARAMS}.inputRootDigest.{field}: its inputs \
+             cannot be found in the store; give them with `--input DIR`"
+        ))
+    };
+    let hex64 = |h: &&str| h.len() == 64 && h.bytes().all(|b| b.is_ascii_hexdigit());
+    let hash = root["hash"]
+        .as_str()
+        .filter(hex64)
+        .ok_or_else(|| missing("hash"))?;
+    let size_bytes = root["sizeBytes"]
+        .as_i64()
+        .filter(|s| *s >= 0)
+        .ok_or_else(|| missing("sizeBytes"))?;
+    let digest = |hash: &str| bazel_remote_apis::build::bazel::remote::execution::v2::Digest {
+        hash: hash.to_ascii_lowercase(),
+        size_bytes,
+    };
+    let mut candidates = Vec::new();
+    if let Some(b3) = build["resolvedDependencies"]
+        .as_array()
+        .and_then(|deps| deps.iter().find(|d| d["name"] == "input-root"))
+        .and_then(|d| d["digest"]["blake3"].as_str())
+        .filter(hex64)
+    {
+        candidates.push((Function::Blake3, digest(b3)));
+    }
+    candidates.push((Function::Sha256, digest(hash)));
+    Ok(candidates)
+}
+
 /// The digest function under which `--input` hashes to the attested input
 /// root; an input that matches under neither is not the attested one.
 fn matching_function(statement: &Value, args: &RunArgs) -> Result<Function> {
     let attested =
         statement["predicate"]["buildDefinition"]["externalParameters"]["inputRootDigest"]["hash"]
             .as_str()
-            .ok_or_else(|| Error::InvalidJob("the attestation has no inputRootDigest".into()))?;
+            .ok_or_else(|| {
+                Error::InvalidJob(format!(
+                    "the attestation has no usable {PARAMS}.inputRootDigest.hash: \
+                     `--input` cannot be checked against it"
+                ))
+            })?;
     let mut seen = Vec::new();
     for f in [Function::Blake3, Function::Sha256] {
         let mut file = args.merged()?;

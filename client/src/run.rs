@@ -106,8 +106,30 @@ pub struct RunReport {
 /// Runs `hermetic run`; returns the exit code.
 pub async fn run(g: &Globals, args: &RunArgs) -> Result<u8> {
     let (report, streams) = execute_and_collect(g, args).await?;
+    print_run(g, &report, &streams)?;
+    Ok(report.hermetic_exit_code)
+}
+
+/// `hermetic run` without printing anything but progress: the report and
+/// the step's stdout and stderr, for callers that print them their way.
+pub async fn execute_and_collect(g: &Globals, args: &RunArgs) -> Result<(RunReport, Streams)> {
+    execute_job(g, job_of_args(g, args)?, args.local, args.no_cache).await
+}
+
+/// The validated job of `hermetic run`'s flags (and job file), the
+/// settings' digest function applied.
+pub fn job_of_args(g: &Globals, args: &RunArgs) -> Result<Job> {
+    let mut file = args.merged()?;
+    if file.digest_function.is_none() {
+        file.digest_function.clone_from(&g.settings.digest_function);
+    }
+    Job::validate(file)
+}
+
+/// Prints what [`execute_and_collect`] or [`execute_job`] returned as
+/// `hermetic run` does: the step's output, then the report.
+pub fn print_run(g: &Globals, report: &RunReport, streams: &Streams) -> Result<()> {
     if !g.json {
-        // The step's own output, as it wrote it.
         if let Some(data) = &streams[0] {
             let _ = std::io::stdout().write_all(data);
             let _ = std::io::stdout().flush();
@@ -116,21 +138,22 @@ pub async fn run(g: &Globals, args: &RunArgs) -> Result<u8> {
             let _ = std::io::stderr().write_all(data);
         }
     }
-    print(g.json, &report)?;
-    Ok(report.hermetic_exit_code)
+    print(g.json, report)
 }
 
-/// `hermetic run` without printing anything but progress: the report and
-/// the step's stdout and stderr, for callers that print them their way.
-pub async fn execute_and_collect(g: &Globals, args: &RunArgs) -> Result<(RunReport, Streams)> {
-    let mut file = args.merged()?;
-    if file.digest_function.is_none() {
-        file.digest_function.clone_from(&g.settings.digest_function);
-    }
-    let mut job = Job::validate(file)?;
+/// Runs `job` through the daemon (or in this process with `local`), the
+/// action cache skipped with `no_cache`; returns the report and the step's
+/// stdout and stderr. A job on a stored input root runs only when the
+/// store holds every blob of it (`stored_input::resolve`).
+pub async fn execute_job(
+    g: &Globals,
+    mut job: Job,
+    local: bool,
+    no_cache: bool,
+) -> Result<(RunReport, Streams)> {
     let f = job.digest_function;
     let progress = Progress::new(Mode::detect(g.json));
-    let backend = if args.local {
+    let backend = if local {
         progress.stage("opening the local executor");
         let config = g.settings.local_daemon_config()?;
         let state_dir = g.settings.local_state_dir();
@@ -148,6 +171,12 @@ pub async fn execute_and_collect(g: &Globals, args: &RunArgs) -> Result<(RunRepo
         Backend::Remote(g.connect(Some(f)).await?)
     };
     let outcome = async {
+        if let Some(candidates) = job.stored_input.take() {
+            progress.stage("checking the stored inputs");
+            let (f, root) = crate::stored_input::resolve(&backend, &candidates).await?;
+            job.digest_function = f;
+            job.stored_input = Some(vec![(f, root)]);
+        }
         // The image is pinned by digest before the action is built: an
         // alias is never part of an action key.
         if let Some(name) = job.image.take() {
@@ -163,7 +192,7 @@ pub async fn execute_and_collect(g: &Globals, args: &RunArgs) -> Result<(RunRepo
         };
         let job = &job;
         let prepared = &prepared;
-        let (name, resp) = execute(&backend, job, prepared, args.no_cache, &progress).await?;
+        let (name, resp) = execute(&backend, job, prepared, no_cache, &progress).await?;
         progress.stage("downloading outputs");
         collect(&backend, job, prepared, name, resp, &progress).await
     }
@@ -175,7 +204,7 @@ pub async fn execute_and_collect(g: &Globals, args: &RunArgs) -> Result<(RunRepo
             what,
             status_code: tonic::Code::FailedPrecondition,
             message,
-        } if args.local => Error::Rpc {
+        } if local => Error::Rpc {
             what,
             status_code: tonic::Code::FailedPrecondition,
             message: format!(

@@ -2,8 +2,9 @@
 //! sandbox: a step that writes its pid is caught (exit 66, the file named,
 //! bisection blaming the pid offset, the result not cached); one that reads
 //! its inputs in readdir order is caught by the staging order; a
-//! deterministic step passes and its result is cached; bad requests are
-//! refused as invalid jobs.
+//! deterministic step passes and its result is cached; the corpus'
+//! multi-file C build passes every variation in the toolchain image; bad
+//! requests are refused as invalid jobs.
 
 mod common;
 
@@ -210,4 +211,70 @@ fn bad_check_requests_are_invalid_jobs() {
         let o = check(d, &work, extra, &[], "true");
         assert_eq!(o.status.code(), Some(64), "{extra:?}: {:?}", text(&o));
     }
+}
+
+#[test]
+fn the_multifile_c_build_passes_every_variation_in_the_toolchain_image() {
+    let Some(d) = daemon() else { return };
+    if common::toolchain_image(d).is_none() {
+        return;
+    }
+    let work = scratch(d, "repro-c-toolchain");
+    let inputs = Path::new(env!("CARGO_MANIFEST_DIR")).join("../repro/corpus/c_multifile/inputs");
+    let outputs = ["prog", "main.o", "add.o", "mul.o", "result.txt"];
+    let mut cmd = d.hermetic();
+    cmd.args([
+        "--json",
+        "run",
+        "--image",
+        "toolchain",
+        "--check-repro=3",
+        "--input",
+    ])
+    .arg(&inputs)
+    .arg("--out-dir")
+    .arg(work.join("out"));
+    for o in outputs {
+        cmd.args(["--output", o]);
+    }
+    let start = std::time::Instant::now();
+    let o = cmd.args(["--", "make", "-j2"]).output().unwrap();
+    eprintln!("checked in {:.1?}", start.elapsed());
+    let report_text =
+        std::fs::read_to_string(work.join("out/.hermetic/repro-report.txt")).unwrap_or_default();
+    assert_eq!(o.status.code(), Some(0), "{:?}\n{report_text}", text(&o));
+    let v = json(&o);
+    assert_eq!(v["outcome"], "completed", "{v}");
+    assert_eq!(v["repro"]["reproducible"], true, "{v}\n{report_text}");
+    assert_eq!(v["repro"]["differing_paths"], serde_json::json!([]), "{v}");
+    // The program was built by the image's gcc and ran.
+    assert_eq!(
+        std::fs::read_to_string(work.join("out/result.txt")).unwrap(),
+        "5 20\n"
+    );
+    let report: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(work.join("out/.hermetic/repro-report.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(report["verdict"], "reproducible", "{report}");
+    let runs = report["runs"].as_array().unwrap();
+    assert_eq!(runs.len(), 3);
+    // Every run after the baseline varied every aspect the host can vary.
+    for run in &runs[1..] {
+        for aspect in ["start_time", "clock", "pids", "staging_order", "env_order"] {
+            assert!(
+                run["varied"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .any(|a| a == aspect),
+                "{aspect} not varied: {run}"
+            );
+        }
+    }
+    // Every output is one of the runs' identical outputs.
+    assert!(
+        runs.iter()
+            .all(|r| r["outputs_digest"] == runs[0]["outputs_digest"])
+    );
 }

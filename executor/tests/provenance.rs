@@ -13,7 +13,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use bazel_remote_apis::build::bazel::remote::execution::v2::{
-    BatchReadBlobsRequest, Digest, ExecuteResponse,
+    Action, BatchReadBlobsRequest, Digest, ExecuteResponse,
     content_addressable_storage_client::ContentAddressableStorageClient,
     execution_client::ExecutionClient,
 };
@@ -179,6 +179,28 @@ async fn executed_actions_are_attested_and_served() {
     });
     assert!(logged, "the new trust decision is not the log's last entry");
     assert!(deps.iter().any(|d| d["name"] == "input-root/src/in.txt"));
+    // The input root by BLAKE3 too: its key in this (BLAKE3) action's CAS,
+    // which `hermetic reproduce` finds the inputs by.
+    let action_blob = read_blob(
+        &channel,
+        f,
+        &Digest {
+            hash: action.hex(),
+            size_bytes: action.size as i64,
+        },
+    )
+    .await;
+    let input_root = <Action as prost::Message>::decode(action_blob.as_slice())
+        .unwrap()
+        .input_root_digest
+        .unwrap();
+    assert_eq!(deps[1]["name"], "input-root");
+    assert_eq!(deps[1]["digest"]["blake3"], input_root.hash);
+    assert_eq!(
+        deps[1]["annotations"]["sizeBytes"], input_root.size_bytes,
+        "{}",
+        deps[1]
+    );
     let restrictions = &p["buildDefinition"]["internalParameters"]["restrictions"];
     assert_eq!(restrictions["seccomp"], true, "{restrictions}");
     assert_eq!(restrictions["no_new_privs"], true, "{restrictions}");

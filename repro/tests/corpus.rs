@@ -29,6 +29,9 @@ fn run_case(name: &str) {
     let Some(host) = Host::get() else { return };
     let _serial = host.lock();
     let case = Case::load(name);
+    if case.rootfs == harness::Rootfs::Toolchain && host.toolchain().is_none() {
+        return;
+    }
     let plan = plan::plan(case.runs, SEED);
     let dir = host.case_dir(name);
     let start = std::time::Instant::now();

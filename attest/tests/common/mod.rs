@@ -23,6 +23,7 @@ pub fn record(outputs: &[(&str, &[u8])]) -> ExecutionRecord {
         cwd: "src".into(),
         declared_outputs: outputs.iter().map(|(p, _)| p.to_string()).collect(),
         input_root: ReapiDigest::of(b"input root directory"),
+        input_root_blake3: None,
         image: ImageRecord {
             name: "toolchain".into(),
             digest: ReapiDigest::of(b"image tree"),

@@ -91,7 +91,8 @@ impl Daemon {
             format!(
                 "state_dir = {:?}\nlisten = [\"unix://{}\"]\nsandbox_helper = {:?}\n\
                  profiles_dir = {:?}\ndefault_image = {:?}\n{}\n\
-                 [images]\n{}[cas]\nmax_size_bytes = {}\nno_fsync = {}\n",
+                 [images]\n{}[cas]\nmax_size_bytes = {}\nno_fsync = {}\n\
+                 [metrics]\nlisten = \"127.0.0.1:0\"\n",
                 state,
                 socket.display(),
                 sandbox,

@@ -206,6 +206,64 @@ pub fn daemon() -> Option<&'static Daemon> {
     }
 }
 
+/// A second daemon of its own (fresh state, store and keys), for tests
+/// that need two; `None` (after a loud SKIP) where it cannot run.
+pub fn another_daemon() -> Option<Daemon> {
+    match start() {
+        Ok(d) => Some(d),
+        Err(why) => {
+            skip_or_fail(&why);
+            None
+        }
+    }
+}
+
+/// The `toolchain` reference image (Debian minbase + gcc, make, libc6-dev)
+/// imported and trusted in `d` as `toolchain`, as scripts/demo does; its
+/// tarball comes from `scripts/toolchain-image`, which builds it once
+/// (about a minute) and keeps it in /var/tmp/hermetic-toolchain. `None`
+/// (after a loud SKIP; a failure in CI) where it cannot be built.
+pub fn toolchain_image(d: &Daemon) -> Option<()> {
+    static TAR: OnceLock<Result<PathBuf, String>> = OnceLock::new();
+    let tar = TAR.get_or_init(|| {
+        let out = Command::new(repo().join("scripts/toolchain-image"))
+            .output()
+            .map_err(|e| format!("cannot run scripts/toolchain-image: {e}"))?;
+        if !out.status.success() {
+            return Err(format!(
+                "scripts/toolchain-image failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            ));
+        }
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        Ok(PathBuf::from(
+            stdout.lines().last().unwrap_or_default().trim(),
+        ))
+    });
+    let tar = match tar {
+        Ok(t) => t,
+        Err(why) => {
+            skip_or_fail(&format!("no toolchain image: {why}"));
+            return None;
+        }
+    };
+    let start = std::time::Instant::now();
+    let import = d
+        .hermetic()
+        .args(["image", "import"])
+        .arg(tar)
+        .args(["--name", "toolchain", "--trust"])
+        .output()
+        .unwrap();
+    assert!(
+        import.status.success(),
+        "import the toolchain image: {:?}",
+        text(&import)
+    );
+    eprintln!("toolchain image imported in {:.1?}", start.elapsed());
+    Some(())
+}
+
 /// stdout and stderr as text, for assertion messages.
 pub fn text(o: &Output) -> (String, String) {
     (

@@ -12,6 +12,7 @@
 //! torn or wrong blob under a blob's name. All methods block: call them from
 //! `spawn_blocking` (see [`crate::cas::blocking`]).
 
+use std::collections::HashMap;
 use std::fs::{self, File};
 use std::io::{Read, Write};
 use std::os::unix::fs::PermissionsExt;
@@ -39,6 +40,9 @@ pub struct Store {
     fsync: bool,
     max_size: u64,
     index: Mutex<Index>,
+    /// Blobs written but not yet durable ([`Store::put_deferred`]),
+    /// readable from their temp files. Lock order: `index`, then this.
+    deferred: Mutex<HashMap<BlobKey, PathBuf>>,
     stats: StoreStats,
 }
 
@@ -67,6 +71,7 @@ impl Store {
         }
         let store = Store {
             index: Mutex::new(scan(&root)?),
+            deferred: Mutex::default(),
             stats: StoreStats::default(),
             root,
             tmp,
@@ -104,18 +109,31 @@ impl Store {
         p
     }
 
-    /// Whether the blob is stored (touching it).
-    pub fn contains(&self, key: &BlobKey) -> bool {
-        self.lock().touch(key).is_some()
+    fn lock_deferred(&self) -> std::sync::MutexGuard<'_, HashMap<BlobKey, PathBuf>> {
+        self.deferred.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// The subset of `keys` not stored, in order.
+    /// Whether the blob is stored (touching it), or deferred.
+    pub fn contains(&self, key: &BlobKey) -> bool {
+        let mut idx = self.lock();
+        idx.touch(key).is_some() || self.lock_deferred().contains_key(key)
+    }
+
+    /// The subset of `keys` neither stored nor deferred, in order.
     pub fn find_missing(&self, keys: &[BlobKey]) -> Vec<BlobKey> {
         let mut idx = self.lock();
-        keys.iter()
+        let mut missing: Vec<BlobKey> = keys
+            .iter()
             .filter(|k| idx.touch(k).is_none())
             .copied()
-            .collect()
+            .collect();
+        if !missing.is_empty() {
+            let deferred = self.lock_deferred();
+            if !deferred.is_empty() {
+                missing.retain(|k| !deferred.contains_key(k));
+            }
+        }
+        missing
     }
 
     /// Stores `data` under `key` after checking that it hashes to `key`.
@@ -140,6 +158,55 @@ impl Store {
         let key = crate::digest::key_of(function, data);
         self.put_bytes(key, data)?;
         Ok(key)
+    }
+
+    /// Hashes `data` and writes it to a temp file without waiting for the
+    /// disk: from now on the blob is found and read like a stored one, but
+    /// a power cut may lose it. [`Store::make_durable`] then fsyncs it and
+    /// moves it into place. For blobs on an action's response path (its
+    /// execution log) whose durability can follow the response: nothing
+    /// durable (an action cache entry) may name the blob before it is made
+    /// durable. `None` when there is nothing to wait for (already stored,
+    /// or the store does not fsync).
+    pub fn put_deferred(
+        &self,
+        function: DigestFunction,
+        data: &[u8],
+    ) -> Result<(BlobKey, Option<Deferred>)> {
+        let key = crate::digest::key_of(function, data);
+        if !self.fsync || self.contains(&key) {
+            self.put_bytes(key, data)?;
+            return Ok((key, None));
+        }
+        let path = self.tmp.join(uuid::Uuid::new_v4().to_string());
+        let guard = TempGuard(path.clone());
+        let mut file = File::create(&path).map_err(Error::io("create", &path))?;
+        file.write_all(data).map_err(Error::io("write", &path))?;
+        let mut deferred = self.lock_deferred();
+        if deferred.contains_key(&key) {
+            // Deferred by another writer meanwhile: its copy serves.
+            return Ok((key, None));
+        }
+        deferred.insert(key, path.clone());
+        std::mem::forget(guard);
+        Ok((key, Some(Deferred { key, path, file })))
+    }
+
+    /// Makes a [`Store::put_deferred`] blob durable (fsync, rename into
+    /// place, fsync of its directory). On failure the blob is gone.
+    pub fn make_durable(&self, d: Deferred) -> Result<()> {
+        let done = d
+            .file
+            .sync_all()
+            .map_err(Error::io("fsync", &d.path))
+            .and_then(|()| self.install(&d.path, d.key, false));
+        // Installed (or failed): readers now find it in the index (or not
+        // at all), never at the temp path.
+        self.lock_deferred().remove(&d.key);
+        if done.is_err() {
+            let _ = fs::remove_file(&d.path);
+        }
+        done
     }
 
     /// Starts a streamed write into a temp file.
@@ -232,9 +299,26 @@ impl Store {
 
     /// Opens the blob for reading.
     pub fn open_blob(&self, key: &BlobKey) -> Result<File> {
-        let v = self.lock().touch(key);
         let not_found = || Error::NotFound(format!("blob {} not found", key.missing_subject()));
-        let v = v.ok_or_else(not_found)?;
+        let v = {
+            let mut idx = self.lock();
+            match idx.touch(key) {
+                Some(v) => v,
+                None => {
+                    let deferred = self.lock_deferred().get(key).cloned();
+                    drop(idx);
+                    let path = deferred.ok_or_else(not_found)?;
+                    match File::open(&path) {
+                        Ok(file) => return Ok(file),
+                        // Made durable since: in its place now.
+                        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                            self.lock().touch(key).ok_or_else(not_found)?
+                        }
+                        Err(e) => return Err(Error::io("open", path)(e)),
+                    }
+                }
+            }
+        };
         let path = self.path(key, !v.plain);
         let file = File::open(&path).map_err(|e| match e.kind() {
             std::io::ErrorKind::NotFound => not_found(),
@@ -304,6 +388,17 @@ impl Store {
             debug!(count = victims.len(), "evicted blobs");
         }
     }
+}
+
+/// A blob written by [`Store::put_deferred`], waiting for
+/// [`Store::make_durable`]. Dropped without it, the blob stays readable
+/// until the daemon restarts (its temp file is removed then).
+#[derive(Debug)]
+#[must_use = "a deferred blob is lost at restart unless made durable"]
+pub struct Deferred {
+    key: BlobKey,
+    path: PathBuf,
+    file: File,
 }
 
 /// Releases pins on drop.
@@ -491,6 +586,35 @@ mod tests {
         assert!(store.contains(&key));
         assert!(store.contains(&DigestFunction::Sha256.empty()));
         assert_eq!(fs::read_dir(dir.path().join("tmp")).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn deferred_blobs_are_readable_then_durable() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), 1 << 30, true).unwrap();
+        let (key, d) = store.put_deferred(DigestFunction::Blake3, b"log").unwrap();
+        let d = d.expect("a new blob is deferred");
+        assert!(store.contains(&key));
+        assert!(store.find_missing(&[key]).is_empty());
+        assert_eq!(store.read(&key).unwrap(), b"log");
+        assert!(
+            !store.path(&key, false).exists(),
+            "not in place before durable"
+        );
+        // A second writer of the same bytes defers nothing.
+        let (again, none) = store.put_deferred(DigestFunction::Blake3, b"log").unwrap();
+        assert_eq!((again, none.is_none()), (key, true));
+        store.make_durable(d).unwrap();
+        assert!(store.path(&key, false).exists());
+        assert_eq!(store.read(&key).unwrap(), b"log");
+        assert_eq!(fs::read_dir(dir.path().join("tmp")).unwrap().count(), 0);
+        // Never made durable: gone after a restart, no torn blob in place.
+        let (lost, d) = store.put_deferred(DigestFunction::Blake3, b"lost").unwrap();
+        drop(d);
+        drop(store);
+        let store = Store::open(dir.path(), 1 << 30, true).unwrap();
+        assert!(!store.contains(&lost));
+        assert!(store.contains(&key));
     }
 
     #[test]

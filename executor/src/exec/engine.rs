@@ -463,7 +463,7 @@ impl Engine {
             _ = cancel.wait_for(|c| *c) => None,
         };
         self.queued.fetch_sub(1, Ordering::SeqCst);
-        let (response, to_cache) = match permit {
+        let (response, to_cache, mut leftovers) = match permit {
             None => {
                 self.settings
                     .run_env
@@ -477,6 +477,7 @@ impl Engine {
                         ..Default::default()
                     },
                     None,
+                    runner::Leftovers::default(),
                 )
             }
             Some(_permit) => {
@@ -493,7 +494,7 @@ impl Engine {
                     .cacheable
                     .then(|| outcome.response.result.clone())
                     .flatten();
-                (outcome.response, to_cache)
+                (outcome.response, to_cache, outcome.leftovers)
             }
         };
         let response = if self.shutting_down.load(Ordering::SeqCst)
@@ -516,7 +517,11 @@ impl Engine {
         // The client has its answer; the cache write follows. Until it is
         // done the operation stays in `inflight`, where an identical
         // Execute waits for it (see `execute_in`) instead of missing.
-        if let Some(result) = to_cache {
+        let durable = leftovers.make_durable(&self.store).await;
+        if let Err(e) = &durable {
+            warn!(cause = %e, "cannot make the execution log durable; not caching the result");
+        }
+        if let Some(result) = to_cache.filter(|_| durable.is_ok()) {
             let (ac, (instance, key)) = (self.action_cache.clone(), flight.clone());
             let (images, image) = (
                 self.settings.choices.images.clone(),
@@ -533,6 +538,9 @@ impl Engine {
             }
         }
         op.settled.send_replace(true);
+        // Off the client's path, and before the action stops counting as
+        // active, so that shutdown waits for it.
+        leftovers.remove_dir().await;
         {
             let mut inflight = lock(&self.inflight);
             if inflight.get(&flight).is_some_and(|o| Arc::ptr_eq(o, &op)) {

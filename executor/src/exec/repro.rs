@@ -171,6 +171,7 @@ pub async fn check(
                 ..Default::default()
             },
             cacheable: false,
+            leftovers: Default::default(),
         },
     }
 }

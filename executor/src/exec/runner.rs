@@ -61,6 +61,48 @@ pub struct RunOutcome {
     pub response: ExecuteResponse,
     /// Whether the result goes into the action cache.
     pub cacheable: bool,
+    /// What is left to do once the response is out.
+    pub leftovers: Leftovers,
+}
+
+/// Work the client need not wait for: making the execution log durable
+/// (an fsync of the file and of its directory) and removing the
+/// per-action directory (a tree of hardlinks and overlay scratch), which
+/// together cost about as much as running a no-op action.
+#[derive(Debug, Default)]
+pub struct Leftovers {
+    log: Option<crate::cas::store::Deferred>,
+    dir: Option<PathBuf>,
+}
+
+impl Leftovers {
+    /// Makes the execution log durable. Call it before the result goes
+    /// into the action cache, which must never name a blob a power cut
+    /// could lose; on failure the result must not be cached.
+    pub async fn make_durable(&mut self, store: &Arc<Store>) -> Result<()> {
+        match self.log.take() {
+            Some(d) => {
+                let store = store.clone();
+                blocking(move || store.make_durable(d)).await
+            }
+            None => Ok(()),
+        }
+    }
+
+    /// Removes the per-action directory.
+    pub async fn remove_dir(&mut self) {
+        if let Some(dir) = self.dir.take() {
+            let _ = tokio::task::spawn_blocking(move || staging::remove_tree(&dir)).await;
+        }
+    }
+
+    /// Both, in order; logs a failure.
+    pub async fn settle(&mut self, store: &Arc<Store>) {
+        if let Err(e) = self.make_durable(store).await {
+            warn!(cause = %e, "cannot make the execution log durable");
+        }
+        self.remove_dir().await;
+    }
 }
 
 fn timestamp(us: u64) -> Option<Timestamp> {
@@ -109,7 +151,9 @@ pub struct VariedRun {
     pub attest: bool,
 }
 
-/// Runs a prepared action once, varied as `varied` says when given.
+/// Runs a prepared action once, varied as `varied` says when given. A
+/// varied run settles its [`Leftovers`] before it returns (a check
+/// compares its runs first); a plain run leaves them to the caller.
 pub async fn run_once(
     env: &RunEnv,
     op_name: &str,
@@ -174,9 +218,14 @@ pub async fn run_once(
     let mut status = status;
     let mut server_logs = HashMap::new();
     let mut log_key = None;
+    let mut leftovers = Leftovers {
+        log: None,
+        dir: Some(work),
+    };
     match serde_json::to_vec_pretty(&log) {
-        Ok(json) => match env.store.put_new(p.function, &json) {
-            Ok(key) => {
+        Ok(json) => match env.store.put_deferred(p.function, &json) {
+            Ok((key, deferred)) => {
+                leftovers.log = deferred;
                 crate::exec::log::record_in_result(&mut result, &key);
                 server_logs.insert(
                     LOG_NAME.to_owned(),
@@ -215,8 +264,9 @@ pub async fn run_once(
         profile_digest = %log.profile_digest,
         "action finished"
     );
-    let work2 = work.clone();
-    let _ = tokio::task::spawn_blocking(move || staging::remove_tree(&work2)).await;
+    if varied.is_some() {
+        leftovers.settle(&env.store).await;
+    }
     RunOutcome {
         response: ExecuteResponse {
             result: Some(result),
@@ -226,6 +276,7 @@ pub async fn run_once(
             message,
         },
         cacheable,
+        leftovers,
     }
 }
 
@@ -381,24 +432,57 @@ async fn run_steps(
         .await?;
     }
 
-    // 3. Ingest stdout, stderr and the outputs.
+    // 3. Ingest stdout, stderr and the outputs, in one trip to a blocking
+    // thread: each trip costs a thread wake-up, which for a small action is
+    // as much as the work itself.
     log.timestamps.output_upload_start = now();
     let function = p.function;
-    let (stdout, stderr) = {
-        let (store, w, pool) = (env.store.clone(), work.to_owned(), env.pool.clone());
+    let collect = run.status.as_ref().is_some_and(|s| {
+        matches!(
+            s.outcome,
+            Outcome::Completed | Outcome::TimedOut | Outcome::OomKilled
+        ) && s.output_errors.is_empty()
+    });
+    let (stdout, stderr, collected) = {
+        let (store, w, pool, p2) = (
+            env.store.clone(),
+            work.to_owned(),
+            env.pool.clone(),
+            p.clone(),
+        );
         let reusable = run.status.is_some().then_some(staged);
         blocking(move || {
             if let Some(staged) = reusable {
                 // The sandbox is gone: its input subtrees serve the next action.
                 staged.give_back(&pool);
             }
-            Ok((
-                ingest_stream(&store, function, &w.join("stdout"))?,
-                ingest_stream(&store, function, &w.join("stderr"))?,
-            ))
+            let stdout = ingest_stream(&store, function, &w.join("stdout"))?;
+            let stderr = ingest_stream(&store, function, &w.join("stderr"))?;
+            let mut result = ActionResult {
+                stdout_digest: Some(stdout.to_proto()),
+                stderr_digest: Some(stderr.to_proto()),
+                ..Default::default()
+            };
+            let collected = if collect {
+                outputs::collect(
+                    &store,
+                    function,
+                    &w.join("out"),
+                    &p2.command.working_directory,
+                    &p2.outputs,
+                    p2.directory_format,
+                    &mut result,
+                )
+                .and_then(|()| inline_result(&store, function, &mut result, &p2.inline))
+                .map(|()| result)
+            } else {
+                Ok(result)
+            };
+            Ok((stdout, stderr, collected))
         })
         .await?
     };
+    let collected = collected.map(|c| *result = c);
     result.stdout_digest = Some(stdout.to_proto());
     result.stderr_digest = Some(stderr.to_proto());
     log.stdout_digest = Some(format!("{stdout:?}"));
@@ -455,37 +539,10 @@ async fn run_steps(
         (None, None) => -1,
     };
     let outcome = status.outcome;
-    if matches!(
-        outcome,
-        Outcome::Completed | Outcome::TimedOut | Outcome::OomKilled
-    ) && status.output_errors.is_empty()
-    {
-        let (store, p2, out) = (env.store.clone(), p.clone(), work.join("out"));
-        let mut collected = std::mem::take(result);
-        let r = blocking(move || {
-            outputs::collect(
-                &store,
-                function,
-                &out,
-                &p2.command.working_directory,
-                &p2.outputs,
-                p2.directory_format,
-                &mut collected,
-            )?;
-            inline_result(&store, function, &mut collected, &p2.inline)?;
-            Ok(collected)
-        })
-        .await;
-        match r {
-            Ok(c) => *result = c,
-            Err(e) => {
-                result.stdout_digest = Some(stdout.to_proto());
-                result.stderr_digest = Some(stderr.to_proto());
-                log.error = Some(e.to_string());
-                log.timestamps.output_upload_completed = now();
-                return Ok((e.to_rpc_status(), String::new()));
-            }
-        }
+    if let Err(e) = collected {
+        log.error = Some(e.to_string());
+        log.timestamps.output_upload_completed = now();
+        return Ok((e.to_rpc_status(), String::new()));
     }
     log.timestamps.output_upload_completed = now();
     if !status.output_errors.is_empty() {

@@ -112,6 +112,10 @@ pub fn execution_record(
         let key = BlobKey::from_opt(f, d.as_ref(), "stdout/stderr digest")?;
         sha256_of_blob(store, &key)
     };
+    // The input root by SHA-256 (in-toto's algorithm) and by BLAKE3: the
+    // latter is its CAS key when the action used BLAKE3, so that the inputs
+    // can be found in the store again from the statement alone.
+    let root = file_record(store, &p.input_root, "input root", false)?;
     let restrictions = serde_json::to_value(&log.restrictions)
         .map_err(|e| Error::Internal(format!("restrictions do not serialize: {e}")))?;
     Ok(ExecutionRecord {
@@ -119,7 +123,11 @@ pub fn execution_record(
         env: log.env.iter().cloned().collect::<BTreeMap<_, _>>(),
         cwd: clean(wd),
         declared_outputs: p.outputs.iter().map(|o| o.path.clone()).collect(),
-        input_root: sha256_of_blob(store, &p.input_root)?,
+        input_root: ReapiDigest {
+            hash: root.sha256,
+            size_bytes: root.size,
+        },
+        input_root_blake3: Some(root.blake3),
         image,
         profile_name: log.profile.clone(),
         profile_digest: log.profile_digest.clone(),

@@ -27,23 +27,40 @@ pub struct ExecutionService {
 
 type OpStream = Pin<Box<dyn Stream<Item = Result<LroOperation, Status>> + Send>>;
 
-/// Streams an operation's states until it is done.
+/// Streams an operation's states until it is done: the current state
+/// first, then each change (intermediate states may be skipped when they
+/// follow each other faster than the client reads), the done state last.
+/// Polled by the response itself, with no task or channel in between.
 pub fn follow(op: Arc<Operation>) -> OpStream {
-    let (tx, rx) = tokio::sync::mpsc::channel(4);
-    let mut state = op.subscribe();
-    tokio::spawn(async move {
-        loop {
-            let current = state.borrow_and_update().clone();
-            let done = current.done;
-            if tx.send(Ok((*current).clone())).await.is_err() || done {
-                break;
-            }
-            if state.changed().await.is_err() {
-                break;
-            }
+    Box::pin(Follow {
+        states: tokio_stream::wrappers::WatchStream::new(op.subscribe()),
+        done: false,
+    })
+}
+
+struct Follow {
+    states: tokio_stream::wrappers::WatchStream<Arc<LroOperation>>,
+    done: bool,
+}
+
+impl Stream for Follow {
+    type Item = Result<LroOperation, Status>;
+
+    fn poll_next(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Self::Item>> {
+        if self.done {
+            return std::task::Poll::Ready(None);
         }
-    });
-    Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx))
+        // WatchStream is Unpin.
+        Pin::new(&mut self.states).poll_next(cx).map(|state| {
+            state.map(|op| {
+                self.done = op.done;
+                Ok((*op).clone())
+            })
+        })
+    }
 }
 
 impl ExecutionService {

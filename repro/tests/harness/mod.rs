@@ -56,6 +56,10 @@ pub enum Rootfs {
     Busybox,
     /// The host's `/`, read-only.
     Host,
+    /// The `toolchain` reference image (Debian minbase + gcc, make,
+    /// libc6-dev: `images/toolchain/build.sh`), built once by
+    /// `scripts/toolchain-image` and unpacked once per target directory.
+    Toolchain,
 }
 
 /// A case's expectations.
@@ -97,6 +101,7 @@ pub struct Host {
     /// The strict profile.
     pub profile: Profile,
     busybox: PathBuf,
+    toolchain: OnceLock<Option<PathBuf>>,
     base: PathBuf,
     owner: (u32, u32),
     serial: Mutex<()>,
@@ -176,10 +181,39 @@ impl Host {
             helper,
             profile,
             busybox,
+            toolchain: OnceLock::new(),
             base,
             owner,
             serial: Mutex::new(()),
         }
+    }
+
+    /// The unpacked toolchain image: the tarball `scripts/toolchain-image`
+    /// keeps (building it the first time, about a minute), unpacked under
+    /// the target directory and reused while the tarball is the same.
+    /// `None` after a loud SKIP where it cannot be built (no mirror, say);
+    /// with `CI=true` that fails instead.
+    pub fn toolchain(&self) -> Option<&Path> {
+        self.toolchain
+            .get_or_init(|| {
+                let script =
+                    Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/toolchain-image");
+                let built = Command::new(&script).output().expect("run toolchain-image");
+                if !built.status.success() {
+                    let why = format!(
+                        "scripts/toolchain-image failed (the C corpus case runs in the \
+                         toolchain image): {}",
+                        String::from_utf8_lossy(&built.stderr)
+                    );
+                    assert!(std::env::var("CI").as_deref() != Ok("true"), "{why}");
+                    eprintln!("SKIP: {why}");
+                    return None;
+                }
+                let stdout = String::from_utf8(built.stdout).expect("a UTF-8 path");
+                let tar = PathBuf::from(stdout.lines().last().expect("the tarball's path").trim());
+                Some(unpack(&tar))
+            })
+            .as_deref()
     }
 
     /// One case at a time: timing-sensitive cases need the CPUs.
@@ -229,6 +263,10 @@ impl Host {
             rootfs: match case.rootfs {
                 Rootfs::Busybox => self.busybox.clone(),
                 Rootfs::Host => "/".into(),
+                Rootfs::Toolchain => self
+                    .toolchain()
+                    .expect("run_case checks the toolchain image first")
+                    .to_owned(),
             },
             input: Some(input),
             scratch: dir.join("scratch"),
@@ -315,6 +353,43 @@ impl Host {
             .collect();
         Bisection::judge(&trials)
     }
+}
+
+/// `tar` unpacked under the target directory, once: a stamp of its path,
+/// size and mtime says whether the unpacked tree is of this tarball.
+fn unpack(tar: &Path) -> PathBuf {
+    let meta = fs::metadata(tar).expect("the toolchain tarball");
+    let stamp = format!(
+        "{} {} {:?}\n",
+        tar.display(),
+        meta.len(),
+        meta.modified().expect("mtime")
+    );
+    let root = Path::new(env!("CARGO_TARGET_TMPDIR")).join("repro-toolchain-rootfs");
+    let stamp_file = root.with_extension("stamp");
+    if fs::read_to_string(&stamp_file).ok().as_deref() == Some(stamp.as_str()) {
+        return root;
+    }
+    let _ = fs::remove_file(&stamp_file);
+    let _ = fs::remove_dir_all(&root);
+    fs::create_dir_all(&root).unwrap();
+    // Device nodes are left out: the sandbox provides its own /dev.
+    let unpacked = Command::new("tar")
+        .arg("-xf")
+        .arg(tar)
+        .arg("-C")
+        .arg(&root)
+        .args(["--numeric-owner", "--exclude=./dev/*"])
+        .output()
+        .expect("run tar");
+    assert!(
+        unpacked.status.success(),
+        "unpack {}: {}",
+        tar.display(),
+        String::from_utf8_lossy(&unpacked.stderr)
+    );
+    fs::write(&stamp_file, stamp).unwrap();
+    root
 }
 
 /// Sleeps until 30 ms past the next wall-clock second boundary (or this
