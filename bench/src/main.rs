@@ -322,16 +322,17 @@ fn reapi_inputs(cli: &Cli) -> Result<reapi::Inputs> {
 /// The peers suite: hermeticd beside buildbox-casd + buildbox-run.
 fn peers_main(cli: &Cli) -> Result<()> {
     let plan = match cli.mode {
+        // About 4 minutes, a minute of it uploading the toolchain image.
         Mode::Fast => peer::Plan {
-            noop_rounds: 60,
-            hit_rounds: 500,
-            small_rounds: 3,
+            noop_rounds: 40,
+            hit_rounds: 300,
+            small_rounds: 2,
             small_count: 10_000,
             small_size: 1024,
             large_rounds: 2,
-            large_size: 256 << 20,
+            large_size: 128 << 20,
             build_rounds: 1,
-            build_units: 16,
+            build_units: 12,
         },
         Mode::Full => peer::Plan {
             noop_rounds: 300,
