@@ -315,3 +315,44 @@ pub async fn run(
     let _ = std::fs::remove_dir_all(&proj);
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn generated_project_has_every_unit_and_a_main() {
+        let dir = std::env::temp_dir().join(format!("hermetic-bench-cproj-{}", nonce()));
+        generate(&dir, 3).unwrap();
+        for name in ["u00.c", "u00.h", "u02.c", "u02.h", "main.c"] {
+            assert!(dir.join(name).is_file(), "{name} missing");
+        }
+        assert!(!dir.join("u03.c").exists());
+        let main = std::fs::read_to_string(dir.join("main.c")).unwrap();
+        assert!(main.contains("u02_run(x)") && main.contains("#include \"u01.h\""));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn graft_adds_a_sorted_subdirectory() {
+        let root = Directory {
+            directories: vec![
+                DirectoryNode {
+                    name: "bin".into(),
+                    digest: None,
+                },
+                DirectoryNode {
+                    name: "usr".into(),
+                    digest: None,
+                },
+            ],
+            ..Default::default()
+        };
+        let sub = crate::reapi::client::F.empty();
+        let d = Directory::decode(graft(&root.encode_to_vec(), "src", sub).unwrap().as_slice())
+            .unwrap();
+        let names: Vec<_> = d.directories.iter().map(|n| n.name.as_str()).collect();
+        assert_eq!(names, ["bin", "src", "usr"]);
+        assert_eq!(d.directories[1].digest, Some(sub.to_proto()));
+    }
+}

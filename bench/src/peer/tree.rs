@@ -217,3 +217,35 @@ fn uuid_v4_like() -> String {
         n & 0xffff_ffff_ffff
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn walk_records_files_modes_links_and_subdirectories() {
+        let dir =
+            std::env::temp_dir().join(format!("hermetic-bench-tree-{}", crate::peer::nonce()));
+        std::fs::create_dir_all(dir.join("sub")).unwrap();
+        std::fs::write(dir.join("b.txt"), b"plain").unwrap();
+        std::fs::write(dir.join("a.sh"), b"#!/bin/sh\n").unwrap();
+        std::fs::set_permissions(dir.join("a.sh"), std::fs::Permissions::from_mode(0o755)).unwrap();
+        std::fs::write(dir.join("sub/c"), b"plain").unwrap();
+        std::os::unix::fs::symlink("b.txt", dir.join("link")).unwrap();
+        let t = LocalTree::walk(&dir).unwrap();
+        // Two distinct contents: "plain" twice is one blob.
+        assert_eq!(t.files.len(), 2);
+        let root_bytes = t.directories.last().unwrap();
+        assert_eq!(key_of(F, root_bytes), t.root.unwrap());
+        let root = Directory::decode(root_bytes.as_slice()).unwrap();
+        let files: Vec<_> = root
+            .files
+            .iter()
+            .map(|f| (f.name.as_str(), f.is_executable))
+            .collect();
+        assert_eq!(files, [("a.sh", true), ("b.txt", false)]);
+        assert_eq!(root.symlinks[0].target, "b.txt");
+        assert_eq!(root.directories[0].name, "sub");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
