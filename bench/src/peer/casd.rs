@@ -32,13 +32,18 @@ impl Buildbox {
         Ok(Buildbox { dir })
     }
 
-    /// `buildbox-casd --version`, e.g. `buildbox-casd 1.4.25`.
+    /// `buildbox-casd --version` without the path it prints, e.g.
+    /// `buildbox-casd 1.4.25`.
     pub fn version(&self) -> String {
         Command::new(self.dir.join("buildbox-casd"))
             .arg("--version")
             .output()
-            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
-            .unwrap_or_else(|e| format!("unknown ({e})"))
+            .map(|o| {
+                let out = String::from_utf8_lossy(&o.stdout);
+                let v = out.split_whitespace().last().unwrap_or("unknown");
+                format!("buildbox-casd {v}")
+            })
+            .unwrap_or_else(|e| format!("buildbox-casd unknown ({e})"))
     }
 
     /// `buildbox-run`, the bubblewrap runner.

