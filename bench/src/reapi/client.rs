@@ -31,6 +31,22 @@ pub struct Daemon {
     state: PathBuf,
 }
 
+/// What a benchmark's `hermeticd` differs in from the default one.
+#[derive(Debug, Clone, Default)]
+pub struct DaemonOptions {
+    /// Its name: state directory `NAME-state`, socket `NAME.sock`, log
+    /// `NAME.log` under the work directory. Default `reapi`.
+    pub name: Option<String>,
+    /// Top-level TOML lines added to the configuration (`jobs = 2`, ...).
+    pub extra: String,
+    /// More images, alias → path (the busybox rootfs is always there).
+    pub images: Vec<(String, PathBuf)>,
+    /// The default image's alias. Default: `busybox`.
+    pub default_image: Option<String>,
+    /// `[cas] no_fsync = true` (also set by `HERMETIC_BENCH_NO_FSYNC`).
+    pub no_fsync: bool,
+}
+
 impl Daemon {
     /// Starts `hermeticd` with a fresh state directory under `work`, the
     /// busybox `rootfs` as default image and `sandbox` as its helper (in
@@ -42,28 +58,54 @@ impl Daemon {
         profiles: &Path,
         work: &Path,
     ) -> Result<Self> {
-        let state = work.join("reapi-state");
+        Self::start_with(
+            hermeticd,
+            sandbox,
+            rootfs,
+            profiles,
+            work,
+            &DaemonOptions::default(),
+        )
+    }
+
+    /// [`Daemon::start`] with `options`.
+    pub fn start_with(
+        hermeticd: &Path,
+        sandbox: &Path,
+        rootfs: &Path,
+        profiles: &Path,
+        work: &Path,
+        options: &DaemonOptions,
+    ) -> Result<Self> {
+        let name = options.name.as_deref().unwrap_or("reapi");
+        let state = work.join(format!("{name}-state"));
         let _ = std::fs::remove_dir_all(&state);
-        let socket = work.join("reapi.sock");
-        let config = work.join("hermeticd.toml");
+        let socket = work.join(format!("{name}.sock"));
+        let config = work.join(format!("{name}.toml"));
+        let mut images = format!("busybox = {rootfs:?}\n");
+        for (alias, path) in &options.images {
+            images.push_str(&format!("{alias} = {path:?}\n"));
+        }
         std::fs::write(
             &config,
             format!(
                 "state_dir = {:?}\nlisten = [\"unix://{}\"]\nsandbox_helper = {:?}\n\
-                 profiles_dir = {:?}\ndefault_image = \"busybox\"\n\
-                 [images]\nbusybox = {:?}\n[cas]\nmax_size_bytes = {}\nno_fsync = {}\n\
+                 profiles_dir = {:?}\ndefault_image = {:?}\n{}\n\
+                 [images]\n{}[cas]\nmax_size_bytes = {}\nno_fsync = {}\n\
                  [metrics]\nlisten = \"127.0.0.1:0\"\n",
                 state,
                 socket.display(),
                 sandbox,
                 profiles,
-                rootfs,
+                options.default_image.as_deref().unwrap_or("busybox"),
+                options.extra,
+                images,
                 8u64 << 30,
                 // For comparison only; the recorded runs keep fsync.
-                std::env::var_os("HERMETIC_BENCH_NO_FSYNC").is_some(),
+                options.no_fsync || std::env::var_os("HERMETIC_BENCH_NO_FSYNC").is_some(),
             ),
         )?;
-        let log = std::fs::File::create(work.join("hermeticd.log"))?;
+        let log = std::fs::File::create(work.join(format!("{name}.log")))?;
         let child = Command::new(hermeticd)
             .arg("--config")
             .arg(&config)
@@ -74,7 +116,7 @@ impl Daemon {
             .spawn()
             .with_context(|| format!("cannot start {}", hermeticd.display()))?;
         eprintln!(
-            "hermetic-bench reapi: hermeticd pid {} (state {})",
+            "hermetic-bench: hermeticd pid {} (state {})",
             child.id(),
             state.display()
         );
@@ -85,26 +127,38 @@ impl Daemon {
         })
     }
 
+    /// The daemon's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// A new connection (its own HTTP/2 connection), waiting for the socket.
     pub async fn connect(&self) -> Result<Channel> {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            let path = self.socket.clone();
-            let attempt = Endpoint::try_from("http://localhost")?
-                .connect_with_connector(tower::service_fn(move |_: Uri| {
-                    let path = path.clone();
-                    async move {
-                        Ok::<_, std::io::Error>(TokioIo::new(
-                            tokio::net::UnixStream::connect(path).await?,
-                        ))
-                    }
-                }))
-                .await;
-            match attempt {
-                Ok(c) => return Ok(c),
-                Err(e) if Instant::now() > deadline => bail!("hermeticd did not come up: {e}"),
-                Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
-            }
+        connect_unix(&self.socket, "hermeticd").await
+    }
+}
+
+/// A new gRPC connection to the server on the Unix socket `path` (authority
+/// `localhost`), retried for 300 s while the server comes up (a daemon
+/// importing a large image takes a while).
+pub async fn connect_unix(path: &Path, what: &str) -> Result<Channel> {
+    let deadline = Instant::now() + Duration::from_secs(300);
+    loop {
+        let path = path.to_owned();
+        let attempt = Endpoint::try_from("http://localhost")?
+            .connect_with_connector(tower::service_fn(move |_: Uri| {
+                let path = path.clone();
+                async move {
+                    Ok::<_, std::io::Error>(TokioIo::new(
+                        tokio::net::UnixStream::connect(path).await?,
+                    ))
+                }
+            }))
+            .await;
+        match attempt {
+            Ok(c) => return Ok(c),
+            Err(e) if Instant::now() > deadline => bail!("{what} did not come up: {e}"),
+            Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
         }
     }
 }

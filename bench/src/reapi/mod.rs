@@ -14,7 +14,7 @@
 //!    staged before (every file hardlinked), and the same tree again
 //!    (subdirectories reused from the pool).
 
-mod client;
+pub mod client;
 pub mod report;
 
 use std::path::PathBuf;
