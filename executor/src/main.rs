@@ -82,6 +82,7 @@ async fn main() -> anyhow::Result<()> {
             .init(),
     }
     let addrs = config.listen_addrs()?;
+    systemd::enter_delegated_leaf(config.cgroup_parent.as_deref());
     let daemon = Daemon::open(config).context("cannot start")?;
     // Sockets passed by systemd (hermeticd.socket) replace binding the
     // same configured address; any other passed socket is served as well.

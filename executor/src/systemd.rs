@@ -271,6 +271,36 @@ fn adopt(fd: OwnedFd) -> Result<(ListenAddr, Listener), SystemdError> {
     }
 }
 
+/// The leaf cgroup the daemon keeps itself in on a cgroup v2 host.
+pub const DAEMON_LEAF: &str = "daemon";
+
+/// Before any action: on a cgroup v2 host where our cgroup is delegated to
+/// us (`Delegate=yes`), moves the daemon into the child leaf
+/// [`DAEMON_LEAF`] so that the delegated cgroup holds no process and the
+/// sandbox helper can enable memory, pids and cpu for the actions' cgroups,
+/// which it creates beside the leaf. Skipped when `cgroup_parent` is
+/// configured (the operator chose where actions go). Logs what it did; a
+/// failure is logged and left to the helper, which reports which limits
+/// are then in force (or fails the action when a profile requires them).
+pub fn enter_delegated_leaf(cgroup_parent: Option<&std::path::Path>) {
+    if cgroup_parent.is_some() {
+        return;
+    }
+    use hermetic_sandbox::cgroup::{Leaf, enter_leaf};
+    match enter_leaf(DAEMON_LEAF) {
+        Ok(Leaf::Moved { from, to }) => tracing::info!(
+            delegated = %from.display(),
+            leaf = %to.display(),
+            "cgroup v2: moved into a leaf; actions' cgroups go beside it"
+        ),
+        Ok(Leaf::Already(leaf)) => {
+            tracing::info!(leaf = %leaf.display(), "cgroup v2: already in a leaf")
+        }
+        Ok(Leaf::NotNeeded(why)) => tracing::debug!(%why, "cgroup leaf not needed"),
+        Err(e) => tracing::warn!(cause = %e, "cgroup v2: cannot move into a leaf"),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -739,3 +739,132 @@ fn delegate_dirs(name: &str, uid: u32, gid: u32) -> Result<(PathBuf, Vec<PathBuf
         .collect();
     Ok((parent, dirs))
 }
+
+/// Where [`enter_leaf`] left the process.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Leaf {
+    /// Moved from `from` into the new leaf `to`.
+    Moved {
+        /// The cgroup the process was in (now without processes).
+        from: PathBuf,
+        /// The leaf it is in now.
+        to: PathBuf,
+    },
+    /// Already in a leaf of that name (systemd's `DelegateSubgroup=`).
+    Already(PathBuf),
+    /// Nothing done, and why (v1 host, the cgroup2 root, not delegated).
+    NotNeeded(String),
+}
+
+/// On a cgroup v2 host, moves the calling process from its own cgroup into
+/// a new child leaf `name` (`mkdir`, then `0` into its `cgroup.procs`), so
+/// that the cgroup it leaves has no processes and can enable controllers
+/// for its children: the "no internal processes" rule. This is what a
+/// daemon started by systemd with `Delegate=yes` does before it creates
+/// per-action cgroups, which [`Cgroup::create`] then makes as siblings of
+/// the leaf (below the delegated cgroup). Nothing happens on v1, in the
+/// cgroup2 root, or where our cgroup is not writable (not delegated).
+pub fn enter_leaf(name: &str) -> Result<Leaf, CgroupError> {
+    check_name(name)?;
+    let host = Host::read()?;
+    if choose_version(&host).ok() != Some(CgroupVersion::V2) {
+        return Ok(Leaf::NotNeeded("the host's cgroups are not v2".into()));
+    }
+    let m = host.v2().ok_or_else(|| CgroupError::Unavailable {
+        reason: "no cgroup2 mount".into(),
+    })?;
+    let own = host.own_dir(m)?;
+    move_into_leaf(&own, name, 0)
+}
+
+/// [`enter_leaf`] for the process `pid` (0: the caller) whose v2 cgroup is
+/// `own`.
+fn move_into_leaf(own: &Path, name: &str, pid: i32) -> Result<Leaf, CgroupError> {
+    if own.file_name().is_some_and(|n| n == name) {
+        return Ok(Leaf::Already(own.to_owned()));
+    }
+    if is_real_root(own) {
+        return Ok(Leaf::NotNeeded(format!(
+            "{} is the cgroup2 root, where processes may stay",
+            own.display()
+        )));
+    }
+    if !writable(own) || !writable(&own.join("cgroup.subtree_control")) {
+        return Ok(Leaf::NotNeeded(format!(
+            "{} is not delegated to us (not writable)",
+            own.display()
+        )));
+    }
+    let leaf = own.join(name);
+    match fs::create_dir(&leaf) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+        Err(source) => return Err(CgroupError::Create { path: leaf, source }),
+    }
+    write_file(&leaf.join("cgroup.procs"), &pid.to_string())?;
+    Ok(Leaf::Moved {
+        from: own.to_owned(),
+        to: leaf,
+    })
+}
+
+#[cfg(test)]
+mod leaf_tests {
+    use super::*;
+
+    /// On a real cgroup2 mount (this kind of machine has one without
+    /// controllers beside its v1 hierarchies): a process in a delegated
+    /// cgroup is moved into the leaf, leaving its cgroup without
+    /// processes; a second call finds it there already.
+    #[test]
+    fn a_process_moves_into_its_leaf() {
+        let ci = std::env::var("CI").is_ok_and(|v| v == "true");
+        let Some(mount) = Host::read().ok().and_then(|h| h.v2().cloned()) else {
+            assert!(!ci, "CI=true: no cgroup2 mount to test on");
+            eprintln!("SKIP: no cgroup2 mount");
+            return;
+        };
+        if !Uid::effective().is_root() {
+            assert!(!ci, "CI=true: this test needs root (it creates cgroups)");
+            eprintln!("SKIP: needs root");
+            return;
+        }
+        let base = mount
+            .point
+            .join(format!("hermetic-leaf-test-{}", std::process::id()));
+        fs::create_dir(&base).unwrap();
+        let mut child = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .unwrap();
+        let pid = child.id() as i32;
+        write_file(&base.join("cgroup.procs"), &pid.to_string()).unwrap();
+        let moved = move_into_leaf(&base, "daemon", pid).unwrap();
+        let leaf = base.join("daemon");
+        assert_eq!(
+            moved,
+            Leaf::Moved {
+                from: base.clone(),
+                to: leaf.clone()
+            }
+        );
+        assert!(!has_procs(&base), "the delegated cgroup keeps no process");
+        assert_eq!(
+            fs::read_to_string(leaf.join("cgroup.procs"))
+                .unwrap()
+                .trim(),
+            pid.to_string()
+        );
+        let line = fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap();
+        assert!(line.contains("/daemon\n"), "{line}");
+        assert_eq!(
+            move_into_leaf(&leaf, "daemon", pid).unwrap(),
+            Leaf::Already(leaf.clone())
+        );
+        let _ = child.kill();
+        let _ = child.wait();
+        // Empty now: removable, leaf first.
+        fs::remove_dir(&leaf).unwrap();
+        fs::remove_dir(&base).unwrap();
+    }
+}
