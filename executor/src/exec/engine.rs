@@ -413,7 +413,13 @@ impl Engine {
         let pin = self.store.pin(pins);
         let engine = self.clone();
         let op2 = op.clone();
-        let span = info_span!("action", operation = %op.name, action = ?key);
+        let span = info_span!(
+            "action",
+            operation = %op.name,
+            action = ?key,
+            outcome = tracing::field::Empty,
+            exit_code = tracing::field::Empty,
+        );
         tokio::spawn(
             async move {
                 engine.run(op2, flight, Arc::new(prepared), admission).await;
@@ -465,6 +471,7 @@ impl Engine {
         self.queued.fetch_sub(1, Ordering::SeqCst);
         let (response, to_cache, mut leftovers) = match permit {
             None => {
+                tracing::Span::current().record("outcome", "cancelled");
                 self.settings
                     .run_env
                     .metrics
