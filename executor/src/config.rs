@@ -128,6 +128,9 @@ pub struct Config {
     /// The alert hook (`[alerts]`: `command`, `webhook`, `timeout_secs`),
     /// fired on anomalies and verification failures. Default: none.
     pub alerts: crate::alerts::AlertConfig,
+    /// Span export (`[tracing]`: `otlp_endpoint`, default none = no
+    /// export; `service_name`, default `"hermeticd"`); see `telemetry`.
+    pub tracing: crate::telemetry::TracingConfig,
 }
 
 /// How log lines are written.
@@ -355,6 +358,7 @@ impl Config {
             .map_err(|e| ConfigError::Invalid(e.to_string()))?;
         self.metrics.address()?;
         self.alerts.validate()?;
+        self.tracing.validate()?;
         for (name, root) in &self.images {
             if !root.is_absolute() {
                 return Err(ConfigError::Invalid(format!(

@@ -44,5 +44,6 @@ pub mod sched;
 pub mod server;
 pub mod service;
 pub mod systemd;
+pub mod telemetry;
 
 pub use server::{Daemon, Listener, serve};

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use anyhow::Context as _;
 use clap::Parser;
-use hermeticd::config::{Config, LogFormat};
+use hermeticd::config::Config;
 use hermeticd::{Daemon, Listener, systemd};
 
 /// Command-line flags; each overrides the configuration file.
@@ -29,6 +29,10 @@ struct Args {
     /// Actions run at once.
     #[arg(long, value_name = "N")]
     jobs: Option<usize>,
+    /// Export spans to this OTLP/gRPC collector, `http://host:port`
+    /// (`[tracing] otlp_endpoint`).
+    #[arg(long, value_name = "URL")]
+    otlp_endpoint: Option<String>,
 }
 
 fn load_config(args: &Args) -> anyhow::Result<Config> {
@@ -50,6 +54,9 @@ fn load_config(args: &Args) -> anyhow::Result<Config> {
     if let Some(j) = args.jobs {
         config.jobs = j;
     }
+    if let Some(e) = &args.otlp_endpoint {
+        config.tracing.otlp_endpoint = Some(e.clone());
+    }
     config.validate()?;
     Ok(config)
 }
@@ -68,19 +75,7 @@ async fn terminated() {
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let config = load_config(&args)?;
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let logs = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    match config.log_format {
-        LogFormat::Text => logs.init(),
-        LogFormat::Json => logs
-            .json()
-            .with_current_span(true)
-            .with_span_list(true)
-            .init(),
-    }
+    let telemetry = hermeticd::telemetry::init(config.log_format, &config.tracing)?;
     let addrs = config.listen_addrs()?;
     systemd::enter_delegated_leaf(config.cgroup_parent.as_deref());
     let daemon = Daemon::open(config).context("cannot start")?;
@@ -134,5 +129,7 @@ async fn main() -> anyhow::Result<()> {
     };
     hermeticd::serve(&daemon, listeners, shutdown).await?;
     let _ = metrics_stop.send(());
+    // The drained actions' spans are closed: send what is still queued.
+    telemetry.shutdown().await;
     Ok(())
 }

@@ -413,14 +413,28 @@ impl Engine {
         let pin = self.store.pin(pins);
         let engine = self.clone();
         let op2 = op.clone();
-        let span = info_span!("action", operation = %op.name, action = ?key);
-        tokio::spawn(
-            async move {
-                engine.run(op2, flight, Arc::new(prepared), admission).await;
-                drop(pin);
-            }
-            .instrument(span),
+        let span = info_span!(
+            "action",
+            operation = %op.name,
+            action = ?key,
+            outcome = tracing::field::Empty,
+            exit_code = tracing::field::Empty,
         );
+        tokio::spawn(async move {
+            // The span ends before the action stops counting as running:
+            // a shutdown that drained the action then exports it whole.
+            let mut leftovers = engine
+                .clone()
+                .run(op2, flight, Arc::new(prepared), admission)
+                .instrument(span)
+                .await;
+            engine.active.send_modify(|n| *n -= 1);
+            // Off the client's path, and no longer counted as running: a
+            // removal cut short by the daemon's exit is finished at its next
+            // start-up, which empties the actions directory.
+            leftovers.remove_dir().await;
+            drop(pin);
+        });
         Ok(op)
     }
 
@@ -455,7 +469,7 @@ impl Engine {
         flight: (String, BlobKey),
         prepared: Arc<Prepared>,
         admission: Admission,
-    ) {
+    ) -> runner::Leftovers {
         let queued_at = SystemTime::now();
         let mut cancel = op.cancel.subscribe();
         let permit = tokio::select! {
@@ -465,6 +479,7 @@ impl Engine {
         self.queued.fetch_sub(1, Ordering::SeqCst);
         let (response, to_cache, mut leftovers) = match permit {
             None => {
+                tracing::Span::current().record("outcome", "cancelled");
                 self.settings
                     .run_env
                     .metrics
@@ -548,11 +563,7 @@ impl Engine {
                 inflight.remove(&flight);
             }
         }
-        self.active.send_modify(|n| *n -= 1);
-        // Off the client's path, and no longer counted as running: a
-        // removal cut short by the daemon's exit is finished at its next
-        // start-up, which empties the actions directory.
-        leftovers.remove_dir().await;
+        leftovers
     }
 
     /// Stops accepting work, lets running actions finish within `grace`,

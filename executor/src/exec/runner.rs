@@ -19,7 +19,7 @@ use bazel_remote_apis::google::rpc::Status as RpcStatus;
 use hermetic_sandbox::spec::{LimitOverrides, SPEC_VERSION, Spec, Stdio};
 use hermetic_sandbox::status::Outcome;
 use tokio::sync::watch;
-use tracing::{info, warn};
+use tracing::{Instrument as _, info, info_span, warn};
 
 use crate::cas::{Store, blocking};
 use crate::digest::{BlobKey, DigestFunction};
@@ -217,6 +217,12 @@ pub async fn run_once(
         &log.outcome
     };
     m.action_finished(outcome, log.oom_killed, log.timed_out);
+    // The engine's `action` span (issue 8: exported over OTLP when set).
+    let span = tracing::Span::current();
+    span.record("outcome", outcome);
+    if let Some(code) = log.exit_code {
+        span.record("exit_code", code);
+    }
     let mut status = status;
     let mut server_logs = HashMap::new();
     let mut log_key = None;
@@ -386,6 +392,7 @@ async fn run_steps(
             }
             Ok(staged)
         })
+        .instrument(info_span!("staging"))
         .await?
     };
     // A check's run: the tree again, on tmpfs, its entries created in the
@@ -455,6 +462,7 @@ async fn run_steps(
     let run = env
         .sandbox
         .run(&spec, &files, &mut cancel, backstop, env.kill_grace)
+        .instrument(info_span!("sandbox"))
         .await?;
     log.timestamps.execution_completed = now();
     if let Some(v) = varied
@@ -520,6 +528,7 @@ async fn run_steps(
             };
             Ok((stdout, stderr, collected))
         })
+        .instrument(info_span!("output_ingest"))
         .await?
     };
     let collected = collected.map(|c| *result = c);

@@ -177,7 +177,9 @@ impl Supervisor {
         let stderr = child.stderr.take().ok_or_else(|| take("stderr"))?;
         info!(pid, helper = %self.helper.display(), "sandbox supervisor started");
         let pending = Arc::new(Mutex::new(Pending::Alive(HashMap::new())));
-        let span = info_span!("sandbox_supervisor", pid);
+        // A root span: the supervisor outlives the action that started it, and
+        // a child would keep that action's span open (never exported).
+        let span = info_span!(parent: None, "sandbox_supervisor", pid);
         tokio::spawn(forward_stderr(stderr).instrument(span.clone()));
         tokio::spawn(
             read_statuses(stdout, child, pending.clone(), pid, self.grace).instrument(span),
