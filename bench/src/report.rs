@@ -265,3 +265,24 @@ pub fn write_marked(path: &Path, begin: &str, end: &str, section: &str) -> Resul
 fn ms(v: f64) -> String {
     format!("{v:.3}")
 }
+
+/// One run of a suite other than sandbox start (REAPI, peers, scale):
+/// where it ran, the command, what was measured.
+#[derive(Debug)]
+pub struct SuiteRun<R> {
+    /// Where it ran.
+    pub machine: Machine,
+    /// The command, as typed.
+    pub command: String,
+    /// What was measured.
+    pub results: R,
+    /// Wall-clock time of the whole run.
+    pub elapsed_secs: f64,
+    /// Other conditions worth knowing.
+    pub notes: Vec<String>,
+}
+
+/// A target's verdict, as the tables print it.
+pub fn verdict(ok: bool) -> &'static str {
+    if ok { "**met**" } else { "**not met**" }
+}

@@ -3,7 +3,7 @@
 use std::fmt::Write as _;
 
 use super::{Pair, Results};
-use crate::machine::Machine;
+use crate::report::verdict;
 use crate::stats::Summary;
 
 /// The section's markers.
@@ -12,23 +12,7 @@ pub const BEGIN: &str = "<!-- bench:peers:begin -->";
 pub const END: &str = "<!-- bench:peers:end -->";
 
 /// A run of the peer benchmark.
-#[derive(Debug)]
-pub struct Run {
-    /// Where it ran.
-    pub machine: Machine,
-    /// The command, as typed.
-    pub command: String,
-    /// What was measured.
-    pub results: Results,
-    /// Wall-clock time of the whole run.
-    pub elapsed_secs: f64,
-    /// Other conditions worth knowing.
-    pub notes: Vec<String>,
-}
-
-fn verdict(ok: bool) -> &'static str {
-    if ok { "**met**" } else { "**not met**" }
-}
+pub type Run = crate::report::SuiteRun<Results>;
 
 /// Which way is better for a row.
 #[derive(Clone, Copy)]

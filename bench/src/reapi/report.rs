@@ -2,8 +2,8 @@
 
 use std::fmt::Write as _;
 
-use crate::machine::Machine;
 use crate::reapi::Results;
+use crate::report::verdict;
 use crate::stats::Summary;
 
 /// The section's markers.
@@ -12,23 +12,7 @@ pub const BEGIN: &str = "<!-- bench:reapi:begin -->";
 pub const END: &str = "<!-- bench:reapi:end -->";
 
 /// A run of the REAPI benchmark.
-#[derive(Debug)]
-pub struct Run {
-    /// Where it ran.
-    pub machine: Machine,
-    /// The command, as typed.
-    pub command: String,
-    /// What was measured.
-    pub results: Results,
-    /// Wall-clock time of the whole run.
-    pub elapsed_secs: f64,
-    /// Other conditions worth knowing.
-    pub notes: Vec<String>,
-}
-
-fn verdict(ok: bool) -> &'static str {
-    if ok { "**met**" } else { "**not met**" }
-}
+pub type Run = crate::report::SuiteRun<Results>;
 
 /// The results table with each target of issue 3.
 pub fn table(r: &Results) -> String {

@@ -3,7 +3,6 @@
 use std::fmt::Write as _;
 
 use super::{Plan, Results};
-use crate::machine::Machine;
 use crate::stats::Summary;
 
 /// The section's markers.
@@ -12,19 +11,7 @@ pub const BEGIN: &str = "<!-- bench:scale:begin -->";
 pub const END: &str = "<!-- bench:scale:end -->";
 
 /// A run of the scale benchmark.
-#[derive(Debug)]
-pub struct Run {
-    /// Where it ran.
-    pub machine: Machine,
-    /// The command, as typed.
-    pub command: String,
-    /// What was measured.
-    pub results: Results,
-    /// Wall-clock time of the whole run.
-    pub elapsed_secs: f64,
-    /// Other conditions worth knowing.
-    pub notes: Vec<String>,
-}
+pub type Run = crate::report::SuiteRun<Results>;
 
 /// Throughput and latency per level.
 pub fn clients_table(r: &Results) -> String {
