@@ -11,11 +11,10 @@ use std::path::Path;
 use std::time::Duration;
 
 use bazel_remote_apis::build::bazel::remote::execution::v2::{
-    BatchReadBlobsRequest, Digest, ExecuteResponse,
-    content_addressable_storage_client::ContentAddressableStorageClient,
+    ExecuteResponse, content_addressable_storage_client::ContentAddressableStorageClient,
     execution_client::ExecutionClient,
 };
-use common::actions::{execute, put_action, put_tree, sh};
+use common::actions::{execute, put_action, put_tree, read_blob, sh};
 use common::real::{probe, start_with};
 use hermeticd::config::SandboxMode;
 use hermeticd::digest::DigestFunction;
@@ -23,20 +22,6 @@ use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::mpsc;
 use tonic::transport::Channel;
-
-async fn read_blob(channel: &Channel, f: DigestFunction, d: &Digest) -> Vec<u8> {
-    let mut r = ContentAddressableStorageClient::new(channel.clone())
-        .batch_read_blobs(BatchReadBlobsRequest {
-            digests: vec![d.clone()],
-            digest_function: f.to_proto(),
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .responses;
-    std::mem::take(&mut r[0].data)
-}
 
 async fn execution_log(channel: &Channel, f: DigestFunction, resp: &ExecuteResponse) -> Value {
     let log = resp

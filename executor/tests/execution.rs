@@ -11,7 +11,7 @@ mod common;
 use std::time::Duration;
 
 use bazel_remote_apis::build::bazel::remote::execution::v2::{
-    BatchReadBlobsRequest, Directory, ExecuteRequest, FileNode, Tree, WaitExecutionRequest,
+    Directory, ExecuteRequest, FileNode, Tree, WaitExecutionRequest,
     content_addressable_storage_client::ContentAddressableStorageClient,
     execution_client::ExecutionClient, execution_stage,
 };
@@ -20,33 +20,13 @@ use bazel_remote_apis::google::longrunning::{
 };
 use bazel_remote_apis::google::rpc::Status as RpcStatus;
 use common::TestServer;
-use common::actions::{execute, put_action, put_tree, response_of, sh, stage_of};
+use common::actions::{execute, put_action, put_tree, read_blob, response_of, sh, stage_of};
 use common::fake::{configure, python_available};
 use hermeticd::digest::{DigestFunction, key_of};
 use hermeticd::error::PreconditionFailure;
 use prost::Message;
 use tokio_stream::StreamExt;
 use tonic::Code;
-use tonic::transport::Channel;
-
-async fn read_blob(
-    channel: &Channel,
-    f: DigestFunction,
-    d: &bazel_remote_apis::build::bazel::remote::execution::v2::Digest,
-) -> Vec<u8> {
-    let mut r = ContentAddressableStorageClient::new(channel.clone())
-        .batch_read_blobs(BatchReadBlobsRequest {
-            digests: vec![d.clone()],
-            digest_function: f.to_proto(),
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .responses;
-    assert_eq!(r[0].status.as_ref().unwrap().code, 0);
-    std::mem::take(&mut r[0].data)
-}
 
 fn rpc_details(status: &tonic::Status) -> RpcStatus {
     RpcStatus::decode(status.details()).unwrap()

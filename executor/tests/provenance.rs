@@ -13,11 +13,11 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use bazel_remote_apis::build::bazel::remote::execution::v2::{
-    Action, BatchReadBlobsRequest, Digest, ExecuteResponse,
+    Action, Digest, ExecuteResponse,
     content_addressable_storage_client::ContentAddressableStorageClient,
     execution_client::ExecutionClient,
 };
-use common::actions::{ActionSpec, execute, put_action, put_tree, sh};
+use common::actions::{ActionSpec, execute, put_action, put_tree, read_blob, sh};
 use common::real::{probe, start_with};
 use hermetic_attest::{Bundle, Keyring, verify};
 use hermetic_proto::ProvenanceClient;
@@ -28,21 +28,6 @@ use hermetic_proto::v1::{
 use hermeticd::config::{Config, SandboxMode};
 use hermeticd::digest::DigestFunction;
 use tonic::transport::Channel;
-
-async fn read_blob(channel: &Channel, f: DigestFunction, d: &Digest) -> Vec<u8> {
-    let mut r = ContentAddressableStorageClient::new(channel.clone())
-        .batch_read_blobs(BatchReadBlobsRequest {
-            digests: vec![d.clone()],
-            digest_function: f.to_proto(),
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .responses;
-    assert_eq!(r[0].status.as_ref().map_or(0, |s| s.code), 0, "{r:?}");
-    std::mem::take(&mut r[0].data)
-}
 
 async fn keyring(channel: &Channel) -> Keyring {
     let data = ProvenanceClient::new(channel.clone())

@@ -7,31 +7,15 @@
 mod common;
 
 use bazel_remote_apis::build::bazel::remote::execution::v2::{
-    BatchReadBlobsRequest, Digest, Tree,
-    content_addressable_storage_client::ContentAddressableStorageClient,
+    Tree, content_addressable_storage_client::ContentAddressableStorageClient,
     execution_client::ExecutionClient,
 };
-use common::actions::{execute, put_action, put_tree, sh};
+use common::actions::{execute, put_action, put_tree, read_blob, sh};
 use common::real::{probe, start, start_with};
 use hermeticd::config::SandboxMode;
 use hermeticd::digest::DigestFunction;
 use prost::Message;
 use tonic::Code;
-use tonic::transport::Channel;
-
-async fn read_blob(channel: &Channel, f: DigestFunction, d: &Digest) -> Vec<u8> {
-    let mut r = ContentAddressableStorageClient::new(channel.clone())
-        .batch_read_blobs(BatchReadBlobsRequest {
-            digests: vec![d.clone()],
-            digest_function: f.to_proto(),
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .responses;
-    std::mem::take(&mut r[0].data)
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn runs_a_real_action_in_the_sandbox() {

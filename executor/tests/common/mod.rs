@@ -333,6 +333,28 @@ pub mod actions {
     use tokio_stream::StreamExt;
     use tonic::transport::Channel;
 
+    /// A blob's bytes through BatchReadBlobs; panics unless it was found.
+    pub async fn read_blob(
+        channel: &Channel,
+        f: DigestFunction,
+        d: &bazel_remote_apis::build::bazel::remote::execution::v2::Digest,
+    ) -> Vec<u8> {
+        let mut r = ContentAddressableStorageClient::new(channel.clone())
+            .batch_read_blobs(
+                bazel_remote_apis::build::bazel::remote::execution::v2::BatchReadBlobsRequest {
+                    digests: vec![d.clone()],
+                    digest_function: f.to_proto(),
+                    ..Default::default()
+                },
+            )
+            .await
+            .unwrap()
+            .into_inner()
+            .responses;
+        assert_eq!(r[0].status.as_ref().map_or(0, |s| s.code), 0, "{r:?}");
+        std::mem::take(&mut r[0].data)
+    }
+
     use super::upload;
 
     /// A command and how it is run.
