@@ -37,7 +37,17 @@ pub struct AlertConfig {
     /// How long one delivery may take before the command is killed or the
     /// request abandoned, in seconds. Default 0: 10.
     pub timeout_secs: u64,
+    /// Which of a step's anomalies fire the hook: any of `network`,
+    /// `foreign_exec`, `write_outside_outputs`. Default: all three. Builds
+    /// that leave intermediates in the work directory (make's `.o` files)
+    /// record writes outside their outputs on every run; leave
+    /// `write_outside_outputs` out to keep those in the log and the
+    /// metrics without paging anyone. Verification failures always fire.
+    pub anomalies: Option<Vec<String>>,
 }
+
+/// The anomaly kinds `[alerts] anomalies` may name.
+const ANOMALY_KINDS: [&str; 3] = ["network", "foreign_exec", "write_outside_outputs"];
 
 impl AlertConfig {
     /// Checks the command and the URL.
@@ -52,7 +62,27 @@ impl AlertConfig {
         if let Some(url) = &self.webhook {
             parse_webhook(url).map_err(ConfigError::Invalid)?;
         }
+        for kind in self.anomalies.iter().flatten() {
+            if !ANOMALY_KINDS.contains(&kind.as_str()) {
+                return Err(ConfigError::Invalid(format!(
+                    "alerts.anomalies: unknown kind {kind:?} (known: {})",
+                    ANOMALY_KINDS.join(", ")
+                )));
+            }
+        }
         Ok(())
+    }
+
+    /// Whether a step with these anomalies fires the hook.
+    pub fn fires_on(&self, a: &hermetic_sandbox::anomaly::Anomalies) -> bool {
+        let wanted = |kind: &str| {
+            self.anomalies
+                .as_ref()
+                .is_none_or(|kinds| kinds.iter().any(|k| k == kind))
+        };
+        (wanted("network") && a.network_total() > 0)
+            || (wanted("foreign_exec") && a.foreign_exec_total() > 0)
+            || (wanted("write_outside_outputs") && a.writes_total() > 0)
     }
 
     /// The delivery timeout.
@@ -119,6 +149,7 @@ impl Alert {
 /// Delivers alerts as configured.
 #[derive(Debug, Clone)]
 pub struct Alerter {
+    config: AlertConfig,
     command: Vec<String>,
     webhook: Option<Webhook>,
     timeout: Duration,
@@ -170,12 +201,19 @@ impl Alerter {
             None => None,
         };
         Ok(Some(Arc::new(Alerter {
+            config: config.clone(),
             command: config.command.clone(),
             webhook,
             timeout: config.timeout(),
             slots: Arc::new(tokio::sync::Semaphore::new(MAX_IN_FLIGHT)),
             metrics,
         })))
+    }
+
+    /// Whether a step with these anomalies fires the hook
+    /// ([`AlertConfig::anomalies`]).
+    pub fn fires_on(&self, a: &hermetic_sandbox::anomaly::Anomalies) -> bool {
+        self.config.fires_on(a)
     }
 
     /// Delivers `alert` in the background (needs a tokio runtime); returns
@@ -337,6 +375,46 @@ mod tests {
         for bad in ["https://x/", "ftp://x/", "not a url", "/just/a/path"] {
             assert!(parse_webhook(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn the_anomaly_kinds_that_fire_are_chosen() {
+        let writes_only = hermetic_sandbox::anomaly::Anomalies {
+            writes_outside_outputs: vec!["main.o".into()],
+            ..Default::default()
+        };
+        assert!(AlertConfig::default().fires_on(&writes_only));
+        let quiet_about_writes = AlertConfig {
+            anomalies: Some(vec!["network".into(), "foreign_exec".into()]),
+            ..Default::default()
+        };
+        assert!(quiet_about_writes.validate().is_ok());
+        assert!(!quiet_about_writes.fires_on(&writes_only));
+        assert!(!quiet_about_writes.fires_on(&Default::default()));
+        let exec = hermetic_sandbox::anomaly::Anomalies {
+            foreign_exec: writes_only_exec(),
+            ..writes_only.clone()
+        };
+        assert!(quiet_about_writes.fires_on(&exec));
+        let bad = AlertConfig {
+            anomalies: Some(vec!["writes".into()]),
+            ..Default::default()
+        };
+        let err = bad.validate().unwrap_err().to_string();
+        assert!(
+            err.contains("alerts.anomalies") && err.contains("\"writes\""),
+            "{err}"
+        );
+    }
+
+    fn writes_only_exec() -> Vec<hermetic_sandbox::anomaly::ForeignExec> {
+        vec![hermetic_sandbox::anomaly::ForeignExec {
+            syscall: "execve".into(),
+            path: "/tmp/x".into(),
+            origin: "tmp".into(),
+            pid: 7,
+            time_us: 1,
+        }]
     }
 
     #[test]

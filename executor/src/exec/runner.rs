@@ -308,7 +308,7 @@ fn record_anomalies(
         writes_outside_outputs = anomalies.writes_total(),
         "anomalies in the step"
     );
-    if let Some(alerts) = &env.alerts {
+    if let Some(alerts) = env.alerts.as_ref().filter(|a| a.fires_on(anomalies)) {
         let mut alert = crate::alerts::Alert::new(
             crate::alerts::AlertKind::Anomaly,
             format!(
