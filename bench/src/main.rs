@@ -298,6 +298,15 @@ fn reapi_main(cli: &Cli) -> Result<()> {
 
 /// The REAPI suites' inputs: private copies of the binaries (a concurrent
 /// `cargo build` cannot swap them mid-run).
+/// The buildbox peer `--buildbox` names.
+fn buildbox(cli: &Cli) -> Result<peer::casd::Buildbox> {
+    peer::casd::Buildbox::new(
+        cli.buildbox
+            .as_ref()
+            .context("--buildbox is required (bench/setup prints it)")?,
+    )
+}
+
 fn reapi_inputs(cli: &Cli) -> Result<reapi::Inputs> {
     let work = std::path::absolute(&cli.work_dir)?;
     std::fs::create_dir_all(&work)?;
@@ -348,11 +357,7 @@ fn peers_main(cli: &Cli) -> Result<()> {
     };
     let inputs = peer::Inputs {
         reapi: reapi_inputs(cli)?,
-        buildbox: peer::casd::Buildbox::new(
-            cli.buildbox
-                .as_ref()
-                .context("--buildbox is required (bench/setup prints it)")?,
-        )?,
+        buildbox: buildbox(cli)?,
         toolchain: cli
             .toolchain
             .as_ref()
@@ -412,11 +417,7 @@ fn scale_main(cli: &Cli) -> Result<()> {
     };
     let inputs = peer::Inputs {
         reapi: reapi_inputs(cli)?,
-        buildbox: peer::casd::Buildbox::new(
-            cli.buildbox
-                .as_ref()
-                .context("--buildbox is required (bench/setup prints it)")?,
-        )?,
+        buildbox: buildbox(cli)?,
         toolchain: None,
     };
     let machine = machine::describe();
