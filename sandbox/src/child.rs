@@ -1,18 +1,21 @@
 //! What runs inside the sandbox: the namespace creator, init, and the step.
 //!
 //! ```text
-//! helper (host) ──fork──▶ creator ──clone(CLONE_PARENT)──▶ init (pid 1) ──fork──▶ step
+//! helper (host) ──fork──▶ creator ──clone(CLONE_PARENT)──▶ init (pid 1) ──clone(CLONE_VM|CLONE_VFORK)──▶ step
 //! ```
 //! The *creator* drops to the unprivileged host ids, creates the user
 //! namespace (so the sandbox's namespaces are owned by an unprivileged uid,
 //! never by host root), then the other namespaces, and clones *init* as a
 //! sibling so that the helper is init's parent. *Init* builds the part of
-//! the root filesystem that does not depend on the action, reports `warm`
+//! the root filesystem that does not depend on the action, makes the new
+//! root read-only, verifies everything (namespaces, interfaces, read-only
+//! mounts, no `/sys`, hostname), installs the anomaly watch, reports `warm`
 //! and waits for the action ([`ActionPlan`], through [`crate::handoff`]):
 //! a pooled sandbox waits there until a request comes, a cold one gets it at
-//! once. Then it mounts `/work`, pivots, verifies everything, forks the
-//! *step*, reaps everything, and when the step exits kills every remaining
-//! process of the sandbox. The *step*
+//! once. Then it mounts `/work`, pivots (and checks that `/` is the sealed
+//! root), starts the *step* in its own memory until the step's `execve`
+//! (as `posix_spawn` does), reaps everything, and when the step exits kills
+//! every remaining process of the sandbox. The *step*
 //! confines itself (rlimits, capabilities, no_new_privs, Landlock, seccomp,
 //! in that order: each needs the privilege the next one removes) and execs.
 //!
@@ -239,14 +242,7 @@ fn init(plan: &ChildPlan, pipes: &ChildPipes) -> ! {
     if let Err(e) = setup_root(plan) {
         die(ctl, e);
     }
-    send(ctl, "warm");
-    let action = match crate::handoff::receive(pipes.action.as_fd()) {
-        Ok(a) => a,
-        Err(e) => die(ctl, format!("no action received: {e}")),
-    };
-    // SAFETY: closing our copy of an fd we hold; never used again.
-    unsafe { libc::close(pipes.action.as_raw_fd()) };
-    let mut report = match finish_root(plan, &action) {
+    let mut report = match seal_root(plan) {
         Ok(report) => report,
         Err(e) => die(ctl, e),
     };
@@ -264,6 +260,16 @@ fn init(plan: &ChildPlan, pipes: &ChildPipes) -> ! {
             Err(e) => report["notify_error"] = format!("seccomp user notification: {e}").into(),
         }
     }
+    send(ctl, "warm");
+    let action = match crate::handoff::receive(pipes.action.as_fd()) {
+        Ok(a) => a,
+        Err(e) => die(ctl, format!("no action received: {e}")),
+    };
+    // SAFETY: closing our copy of an fd we hold; never used again.
+    unsafe { libc::close(pipes.action.as_raw_fd()) };
+    if let Err(e) = finish_root(plan, &action) {
+        die(ctl, e);
+    }
     send(ctl, &format!("ready {report}"));
     // SIGCHLD and SIGTERM are taken synchronously; the step unblocks them.
     let mut mask = SigSet::empty();
@@ -272,17 +278,20 @@ fn init(plan: &ChildPlan, pipes: &ChildPipes) -> ! {
     if let Err(e) = mask.thread_block() {
         die(ctl, format!("failed to block signals in init: {e}"));
     }
-    // SAFETY: fork in a single-threaded process.
-    let step = match unsafe { nix::unistd::fork() } {
-        Err(e) => die(ctl, format!("failed to fork the step: {e}")),
-        Ok(nix::unistd::ForkResult::Child) => {
-            // The step never holds the listener: closed before anything
-            // else (it is close-on-exec as well).
-            drop(listener);
-            step(plan, &action, pipes)
+    let listener_fd = listener.as_ref().map(|l| l.as_raw_fd());
+    let step = match start_step(|| {
+        // The step never holds the listener: closed before anything else
+        // (it is close-on-exec as well). Its own fd table: init keeps it.
+        if let Some(fd) = listener_fd {
+            // SAFETY: closes the step's copy of the listener.
+            unsafe { libc::close(fd) };
         }
-        Ok(nix::unistd::ForkResult::Parent { child }) => child,
+        step(plan, &action, pipes)
+    }) {
+        Ok(pid) => pid,
+        Err(e) => die(ctl, format!("failed to start the step: {e}")),
     };
+    drop(listener);
     // Only the step holds the exec pipe and the streams now: the pipe's EOF
     // marks the execve.
     // SAFETY: closing our copy of an fd we hold; the OwnedFd is never used
@@ -315,6 +324,54 @@ fn init(plan: &ChildPlan, pipes: &ChildPipes) -> ! {
     while matches!(nix::unistd::read(&pipes.from_helper, &mut buf), Ok(n) if n > 0) {}
     // SAFETY: _exit is always safe.
     unsafe { libc::_exit(0) }
+}
+
+/// Starts the step the way `posix_spawn` starts a program: in init's memory
+/// (`CLONE_VM | CLONE_VFORK`), on a stack of its own, init suspended until
+/// the step's `execve` (or exit). No copy of init's page tables is made and
+/// none is torn down at the `execve`, which a fork pays for on every action.
+/// The step has its own fd table, signal dispositions, credentials, seccomp
+/// filter and Landlock domain (none of those is shared without the flags
+/// not given here); what it allocates stays in init's heap, unused.
+fn start_step(step: impl FnMut() -> isize) -> Result<Pid, nix::Error> {
+    // One guard page below the stack: an overflow faults instead of
+    // writing over init's memory.
+    const STACK: usize = 1 << 20;
+    const GUARD: usize = 4096;
+    // SAFETY: a fresh private anonymous mapping; nothing aliases it.
+    let base = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            STACK + GUARD,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_STACK,
+            -1,
+            0,
+        )
+    };
+    if base == libc::MAP_FAILED {
+        return Err(nix::Error::last());
+    }
+    // SAFETY: the first page of the mapping just made.
+    if unsafe { libc::mprotect(base, GUARD, libc::PROT_NONE) } != 0 {
+        return Err(nix::Error::last());
+    }
+    let usable = base.cast::<u8>().wrapping_add(GUARD);
+    // SAFETY: the mapping's usable part, above the guard page, read-write
+    // and aliased by nothing; it outlives the step's use of it (init never
+    // unmaps it: it ends in _exit).
+    let stack = unsafe { std::slice::from_raw_parts_mut(usable, STACK) };
+    // SAFETY: init is single-threaded and suspended (CLONE_VFORK) while the
+    // step runs in its memory, so nothing changes under either of them; the
+    // step ends in execve or _exit and never returns into init's frames.
+    unsafe {
+        nix::sched::clone(
+            Box::new(step),
+            stack,
+            CloneFlags::CLONE_VM | CloneFlags::CLONE_VFORK,
+            Some(libc::SIGCHLD),
+        )
+    }
 }
 
 /// Reaps children until the step exits; forwards SIGTERM to everything.
@@ -379,11 +436,17 @@ fn setup_root(plan: &ChildPlan) -> Result<(), String> {
     mounts::execute(&plan.mounts).map_err(|e| e.to_string())
 }
 
-/// The action's part: `/work` over its input, `pivot_root`, the root made
-/// read-only, then every verification; returns a JSON report.
-fn finish_root(plan: &ChildPlan, action: &ActionPlan) -> Result<serde_json::Value, String> {
-    let layout = mounts::ScratchLayout::new(&plan.scratch);
-    mounts::execute(&[mounts::work_overlay(&layout, &action.lower)]).map_err(|e| e.to_string())?;
+/// The rest of what does not depend on the action, checked before it
+/// comes: the new root made read-only, the upper layer held open, then
+/// every verification of the namespaces and the root (through its host
+/// path: the mounts are the ones the pivot will make `/`). Returns the
+/// report's start.
+fn seal_root(plan: &ChildPlan) -> Result<serde_json::Value, String> {
+    mounts::remount_readonly(
+        &plan.new_root,
+        nix::mount::MsFlags::MS_NOSUID | nix::mount::MsFlags::MS_NODEV,
+    )
+    .map_err(|e| e.to_string())?;
     // Keep the upper layer reachable for the helper (via /proc/1/fd) after
     // pivot_root detaches the scratch mount.
     let upper = nix::fcntl::open(
@@ -394,13 +457,23 @@ fn finish_root(plan: &ChildPlan, action: &ActionPlan) -> Result<serde_json::Valu
     .map_err(|e| format!("cannot open the upper layer: {e}"))?;
     let upper_fd = upper.as_raw_fd();
     std::mem::forget(upper); // held until init exits
-    mounts::pivot_into(&plan.new_root).map_err(|e| e.to_string())?;
-    mounts::remount_readonly(
-        std::path::Path::new("/"),
-        nix::mount::MsFlags::MS_NOSUID | nix::mount::MsFlags::MS_NODEV,
-    )
-    .map_err(|e| e.to_string())?;
     verify_root(plan, upper_fd)
+}
+
+/// The action's part: `/work` over its input, then `pivot_root`, and the
+/// check that `/` is the sealed root.
+fn finish_root(plan: &ChildPlan, action: &ActionPlan) -> Result<(), String> {
+    let layout = mounts::ScratchLayout::new(&plan.scratch);
+    mounts::execute(&[mounts::work_overlay(&layout, &action.lower)]).map_err(|e| e.to_string())?;
+    mounts::pivot_into(&plan.new_root).map_err(|e| e.to_string())?;
+    let root = nix::sys::statvfs::statvfs("/").map_err(|e| format!("statvfs /: {e}"))?;
+    if !root.flags().contains(nix::sys::statvfs::FsFlags::ST_RDONLY) {
+        return Err("the root is writable".into());
+    }
+    if std::path::Path::new("/sys").exists() {
+        return Err("/sys is visible".into());
+    }
+    Ok(())
 }
 
 fn verify_root(plan: &ChildPlan, upper_fd: RawFd) -> Result<serde_json::Value, String> {
@@ -421,19 +494,19 @@ fn verify_root(plan: &ChildPlan, upper_fd: RawFd) -> Result<serde_json::Value, S
             "network namespace has {ifaces:?}, expected only lo, up"
         ));
     }
-    let ro = statvfs("/").map_err(|e| format!("statvfs /: {e}"))?;
+    let ro = statvfs(&plan.new_root).map_err(|e| format!("statvfs /: {e}"))?;
     if !ro.flags().contains(FsFlags::ST_RDONLY) {
         return Err("the root is writable".into());
     }
-    for dir in ["/usr", "/etc", "/bin"] {
-        if let Ok(st) = statvfs(dir) {
+    for dir in ["usr", "etc", "bin"] {
+        if let Ok(st) = statvfs(&plan.new_root.join(dir)) {
             let want = FsFlags::ST_RDONLY | FsFlags::ST_NOSUID | FsFlags::ST_NODEV;
             if !st.flags().contains(want) {
-                return Err(format!("{dir} is not read-only, nosuid, nodev"));
+                return Err(format!("/{dir} is not read-only, nosuid, nodev"));
             }
         }
     }
-    if std::path::Path::new("/sys").exists() {
+    if plan.new_root.join("sys").symlink_metadata().is_ok() {
         return Err("/sys is visible".into());
     }
     let host = nix::unistd::gethostname().map_err(|e| format!("gethostname: {e}"))?;

@@ -199,21 +199,24 @@ pub fn serve_with_pool(
             }
             let r = running.get_mut(id).expect("listed");
             let mut chunk = [0u8; 65536];
-            match nix::unistd::read(&r.pipe, &mut chunk) {
-                Ok(0) | Err(_) => {
-                    let r = running.remove(id).expect("listed");
-                    // The runner still removes the action's cgroup and
-                    // scratch: it is reaped later, without waiting here.
-                    state.finishing.push(r.pid);
-                    let status = serde_json::from_slice::<Status>(&r.buf).unwrap_or_else(|e| {
-                        Status::setup_failed(format!("the action's runner died: {e}"))
-                    });
-                    respond(&mut output, *id, &status)?;
-                    if open {
-                        state.refill(&r.spec, r.prepared);
-                    }
+            // The status is one line: answered as soon as it is complete,
+            // while the runner still tears its sandbox down.
+            let complete = match nix::unistd::read(&r.pipe, &mut chunk) {
+                Ok(0) | Err(_) => true,
+                Ok(n) => {
+                    r.buf.extend_from_slice(&chunk[..n]);
+                    r.buf.contains(&b'\n')
                 }
-                Ok(n) => r.buf.extend_from_slice(&chunk[..n]),
+            };
+            if complete {
+                let r = running.remove(id).expect("listed");
+                // The runner still removes the action's cgroup and scratch:
+                // it is reaped later, without waiting here.
+                state.finishing.push(r.pid);
+                respond_raw(&mut output, *id, &r.buf)?;
+                if open {
+                    state.refill(&r.spec, r.prepared);
+                }
             }
         }
         if stdin_ready {
@@ -356,6 +359,34 @@ fn respond(out: &mut impl Write, id: u64, status: &Status) -> std::io::Result<()
     out.flush()
 }
 
+/// Answers request `id` with the status line a runner wrote (its JSON is
+/// passed through as it came, once known to be one whole JSON value); a
+/// runner that died before writing a whole one is reported as such.
+fn respond_raw(out: &mut impl Write, id: u64, buf: &[u8]) -> std::io::Result<()> {
+    let line = buf.split(|&b| b == b'\n').next().unwrap_or_default();
+    match serde_json::from_slice::<&serde_json::value::RawValue>(line) {
+        Ok(raw) => {
+            let mut line = format!("{{\"id\":{id},\"status\":").into_bytes();
+            line.extend_from_slice(raw.get().as_bytes());
+            line.extend_from_slice(b"}\n");
+            out.write_all(&line)?;
+            out.flush()
+        }
+        Err(e) => respond(
+            out,
+            id,
+            &Status::setup_failed(format!("the action's runner died: {e}")),
+        ),
+    }
+}
+
+/// In a runner: writes the status as one line and closes the pipe.
+fn send_status(w: OwnedFd, status: &Status) {
+    let mut bytes = serde_json::to_vec(status).unwrap_or_default();
+    bytes.push(b'\n');
+    let _ = std::fs::File::from(w).write_all(&bytes);
+}
+
 /// In a new runner: SIGTERM (which cancels, tearing the sandbox down) when
 /// the supervisor dies, also if it died before this call; and the
 /// supervisor's protocol stream replaced by /dev/null, so that nothing the
@@ -412,12 +443,11 @@ fn start(spec: &Spec, prepared: &Prepared) -> Result<(Pid, OwnedFd), String> {
             drop(r);
             close_inherited(&[w.as_raw_fd()]);
             detach_runner(supervisor);
-            // Report first (closing the pipe ends the message), clean up after.
+            // Report first (the status line ends the message), clean up after.
             let mut w = Some(w);
             crate::run::run_prepared(spec, Some(prepared), |status| {
-                let bytes = serde_json::to_vec(status).unwrap_or_default();
                 if let Some(w) = w.take() {
-                    let _ = std::fs::File::from(w).write_all(&bytes);
+                    send_status(w, status);
                 }
             });
             // SAFETY: _exit skips the parent's buffered stdout on purpose.
@@ -454,11 +484,8 @@ fn start_warm(spec: &Spec, prepared: &Prepared, mount_point: PathBuf) -> Result<
             close_inherited(&[status_w.as_raw_fd(), spec_r.as_raw_fd()]);
             detach_runner(supervisor);
             let warm = crate::run::warm_up(spec, prepared, &mount_point);
-            // Report first (closing the pipe ends the message), clean up after.
-            let report = move |status: &Status| {
-                let bytes = serde_json::to_vec(status).unwrap_or_default();
-                let _ = std::fs::File::from(status_w).write_all(&bytes);
-            };
+            // Report first (the status line ends the message), clean up after.
+            let report = move |status: &Status| send_status(status_w, status);
             match wait_for_spec(&spec_r, supervisor) {
                 Some((bytes, start)) => match Spec::from_json(&bytes) {
                     Ok(spec) => crate::run::run_warm(&spec, prepared, warm, start, report),
