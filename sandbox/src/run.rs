@@ -317,7 +317,14 @@ pub fn warm_up(spec: &Spec, prepared: &Prepared, mount_point: &Path) -> Result<W
         pids: limits.pids,
         cpu_millis: limits.cpu_millis,
     };
-    let cg_name = format!("hermetic-{}-{}", std::process::id(), unique());
+    // The pid says whose it is; the random part keeps a cgroup that a
+    // killed helper left behind from failing a later helper given its pid.
+    let cg_name = format!(
+        "hermetic-{}-{}-{:08x}",
+        std::process::id(),
+        unique(),
+        random_u32()
+    );
     let enforcement = match Cgroup::create(spec.cgroup_parent.as_deref(), &cg_name, &cg_limits) {
         Ok(cg) => {
             let e = match cg.version() {
@@ -1004,6 +1011,15 @@ fn unique() -> u64 {
     use std::sync::atomic::{AtomicU64, Ordering};
     static N: AtomicU64 = AtomicU64::new(0);
     N.fetch_add(1, Ordering::Relaxed)
+}
+
+/// 32 random bits (zero if the kernel has none to give: the name then only
+/// loses its guard against a leftover of a reused pid).
+fn random_u32() -> u32 {
+    let mut b = [0u8; 4];
+    // SAFETY: getrandom writes at most 4 bytes into a 4-byte buffer.
+    unsafe { libc::getrandom(b.as_mut_ptr().cast(), b.len(), libc::GRND_NONBLOCK) };
+    u32::from_ne_bytes(b)
 }
 
 /// An empty directory readable by everyone, shared by executions without input.
