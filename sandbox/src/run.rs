@@ -160,11 +160,21 @@ pub fn run_prepared(spec: &Spec, prepared: Option<&Prepared>, report: impl FnOnc
             drop(guard);
         }
         Err(e) => {
-            status.outcome = Outcome::SetupFailed;
-            status.error = Some(e);
+            set_up_failed(&mut status, e);
             report(&status);
         }
     }
+}
+
+/// The status of a run that ended before its step ran: cancelled when a
+/// cancel (SIGTERM, SIGINT) ended the set-up, else failed.
+fn set_up_failed(status: &mut Status, error: String) {
+    status.outcome = if cancelled() {
+        Outcome::Cancelled
+    } else {
+        Outcome::SetupFailed
+    };
+    status.error = Some(error);
 }
 
 /// Everything that must be undone when the run ends, whatever happened.
@@ -500,8 +510,7 @@ pub fn run_warm(
             drop(guard);
         }
         Err(e) => {
-            status.outcome = Outcome::SetupFailed;
-            status.error = Some(e);
+            set_up_failed(&mut status, e);
             report(&status);
         }
     }
@@ -698,7 +707,7 @@ fn act(
     let deadline = exec_at + Duration::from_millis(limits.timeout_ms);
     let mut exit: Option<ExitReport> = None;
     let mut timed_out = false;
-    match read_line_watched(&mut ctl, deadline, watcher.as_mut())? {
+    match read_line_watched(&mut ctl, deadline, watcher.as_mut(), true)? {
         Some(l) if l.starts_with("exit ") => exit = ExitReport::parse(&l[5..]),
         Some(l) => return Err(format!("unexpected message from init: {l:?}")),
         None if Instant::now() >= deadline || cancelled() => {
@@ -707,7 +716,7 @@ fn act(
             // period; then SIGKILL of init takes the whole namespace down.
             let _ = nix::sys::signal::kill(init, nix::sys::signal::Signal::SIGTERM);
             let grace = Instant::now() + Duration::from_millis(limits.grace_ms);
-            if let Some(l) = read_line_watched(&mut ctl, grace, watcher.as_mut())?
+            if let Some(l) = read_line_watched(&mut ctl, grace, watcher.as_mut(), false)?
                 && let Some(s) = l.strip_prefix("exit ")
             {
                 exit = ExitReport::parse(s);
@@ -1111,6 +1120,9 @@ fn pipe() -> Result<(OwnedFd, OwnedFd), String> {
     nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| format!("pipe failed: {e}"))
 }
 
+/// The longest a wait goes without looking at the cancel flag.
+const CANCEL_CHECK: Duration = Duration::from_millis(100);
+
 fn remaining(deadline: Instant) -> PollTimeout {
     // Rounded up: a poll that returns before the deadline would be taken
     // for end of file.
@@ -1124,25 +1136,34 @@ fn read_line(
     r: &mut BufReader<std::fs::File>,
     deadline: Instant,
 ) -> Result<Option<String>, String> {
-    read_line_watched(r, deadline, None)
+    read_line_watched(r, deadline, None, true)
 }
 
 /// Polls `fd` and, when given, the watcher's listener (answering its
 /// notifications) until `fd` is readable (`Ok(true)`) or the deadline
-/// passes (`Ok(false)`).
+/// passes (`Ok(false)`). When `cancellable`, a cancel (SIGTERM, SIGINT)
+/// ends the wait with `EINTR`, also one that landed outside the poll (in
+/// set-up, or between the check and the poll): each poll lasts at most
+/// [`CANCEL_CHECK`] and the flag is checked around it.
 fn wait_readable(
     fd: std::os::fd::BorrowedFd<'_>,
     deadline: Instant,
     mut watcher: Option<&mut crate::anomaly::notify::Watcher>,
+    cancellable: bool,
 ) -> Result<bool, nix::Error> {
     loop {
+        if cancellable && cancelled() {
+            return Err(nix::Error::EINTR);
+        }
+        let slice = deadline.min(Instant::now() + CANCEL_CHECK);
         let (ready, notified, hung_up) = {
             let mut fds = vec![PollFd::new(fd, PollFlags::POLLIN)];
             if let Some(w) = &watcher {
                 fds.push(PollFd::new(w.fd(), PollFlags::POLLIN));
             }
-            match poll(&mut fds, remaining(deadline)) {
-                Ok(0) => return Ok(false),
+            match poll(&mut fds, remaining(slice)) {
+                Ok(0) if Instant::now() >= deadline => return Ok(false),
+                Ok(0) => continue,
                 Ok(_) => {}
                 Err(e) => return Err(e),
             }
@@ -1167,20 +1188,27 @@ fn wait_readable(
     }
 }
 
-/// [`read_line`], answering the watcher's notifications meanwhile.
+/// [`read_line`], answering the watcher's notifications meanwhile;
+/// `cancellable` as for [`wait_readable`].
 fn read_line_watched(
     r: &mut BufReader<std::fs::File>,
     deadline: Instant,
     mut watcher: Option<&mut crate::anomaly::notify::Watcher>,
+    cancellable: bool,
 ) -> Result<Option<String>, String> {
     loop {
         if !r.buffer().is_empty() {
             break;
         }
-        match wait_readable(r.get_ref().as_fd(), deadline, watcher.as_deref_mut()) {
+        match wait_readable(
+            r.get_ref().as_fd(),
+            deadline,
+            watcher.as_deref_mut(),
+            cancellable,
+        ) {
             Ok(false) => return Ok(None),
             Ok(true) => break,
-            Err(nix::Error::EINTR) if cancelled() => return Ok(None),
+            Err(nix::Error::EINTR) if cancellable && cancelled() => return Ok(None),
             Err(nix::Error::EINTR) => continue,
             Err(e) => return Err(format!("poll failed: {e}")),
         }
@@ -1201,7 +1229,7 @@ fn read_to_end_by(
 ) -> Result<(), String> {
     let mut buf = [0u8; 4096];
     loop {
-        match wait_readable(f.as_fd(), deadline, watcher.as_deref_mut()) {
+        match wait_readable(f.as_fd(), deadline, watcher.as_deref_mut(), true) {
             Ok(false) => return Err("the sandbox did not start the step in time".into()),
             Ok(true) => {}
             Err(nix::Error::EINTR) if cancelled() => return Err("cancelled during set-up".into()),

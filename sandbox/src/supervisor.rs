@@ -494,6 +494,14 @@ fn start_warm(spec: &Spec, prepared: &Prepared, mount_point: PathBuf) -> Result<
                         report(&Status::setup_failed(e.to_string()));
                     }
                 },
+                // Cancelled before the spec was read (SIGTERM from the
+                // supervisor right behind it): say so, then tear down.
+                None if crate::run::cancelled() => {
+                    let mut status = Status::setup_failed("cancelled before it started".into());
+                    status.outcome = crate::status::Outcome::Cancelled;
+                    report(&status);
+                    drop(warm);
+                }
                 // Discarded (or the supervisor is gone): tear down.
                 None => drop(warm),
             }

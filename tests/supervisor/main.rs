@@ -265,3 +265,45 @@ fn specs_in_statuses_out_with_cancel_and_bad_lines() {
     }
     std::fs::remove_dir_all(&base).unwrap();
 }
+
+/// A cancel that comes right behind its spec lands while the runner is
+/// still making the sandbox, outside any wait: it must still end the action
+/// (as cancelled), not wait for the step's own 601 seconds.
+#[test]
+fn a_cancel_during_set_up_is_not_lost() {
+    if !root_or_skip() {
+        return;
+    }
+    let base = base_with_rootfs("early-cancel");
+    let mut sup = start_supervisor();
+    let mut input = sup.stdin.take().unwrap();
+    let mut output = BufReader::new(sup.stdout.take().unwrap());
+    let started = Instant::now();
+    for id in 1..=5u32 {
+        let request = serde_json::json!({"id": id, "spec": spec(&base, id, "sleep 601")});
+        let cancel = serde_json::json!({"id": id, "cancel": true});
+        // One write: the supervisor forks the runner and signals it within
+        // the same read.
+        input
+            .write_all(format!("{request}\n{cancel}\n").as_bytes())
+            .unwrap();
+        input.flush().unwrap();
+        let mut line = String::new();
+        output.read_line(&mut line).unwrap();
+        let v: serde_json::Value = serde_json::from_str(&line).expect("a JSON status line");
+        assert_eq!(v["id"].as_u64(), Some(u64::from(id)));
+        let status: Status = serde_json::from_value(v["status"].clone()).unwrap();
+        assert_eq!(status.outcome, Outcome::Cancelled, "{status:?}");
+        assert!(
+            started.elapsed() < Duration::from_secs(300),
+            "cancel {id} was lost: the action ran on"
+        );
+    }
+    drop(input);
+    assert!(sup.wait().unwrap().success());
+    assert!(
+        processes_with("sleep 601").is_empty(),
+        "a cancelled step survived"
+    );
+    std::fs::remove_dir_all(&base).unwrap();
+}
