@@ -90,6 +90,8 @@ struct State {
     finishing: Vec<Pid>,
     made: u64,
     capacity: usize,
+    /// The cgroup parents already swept for leftovers ([`sweep`]).
+    swept: Vec<Option<PathBuf>>,
 }
 
 impl State {
@@ -162,7 +164,9 @@ pub fn serve_with_pool(
         finishing: Vec::new(),
         made: 0,
         capacity,
+        swept: Vec::new(),
     };
+    remove_stale_pool_dirs();
     while open || !running.is_empty() {
         state.finishing.retain(|&pid| {
             let flags = Some(nix::sys::wait::WaitPidFlag::WNOHANG);
@@ -298,6 +302,10 @@ fn handle_line(
         Ok(s) => s,
         Err(e) => return respond(output, req.id, &Status::setup_failed(e)),
     };
+    if !state.swept.contains(&spec.cgroup_parent) {
+        state.swept.push(spec.cgroup_parent.clone());
+        sweep(spec.cgroup_parent.as_deref());
+    }
     let key = PoolKey::of(&spec);
     let pooled = match state.pool.iter().position(|e| e.key == key) {
         Some(pos) => {
@@ -334,6 +342,41 @@ fn handle_line(
             Ok(())
         }
         Err(e) => respond(output, req.id, &Status::setup_failed(e)),
+    }
+}
+
+/// Removes the action cgroups under `parent` that helpers killed before
+/// their clean-up left behind (once per parent and supervisor).
+fn sweep(parent: Option<&std::path::Path>) {
+    if let Ok(removed) = crate::cgroup::remove_stale(parent)
+        && !removed.is_empty()
+    {
+        eprintln!(
+            "hermetic-sandbox supervisor: removed {} cgroups left behind by killed helpers",
+            removed.len()
+        );
+    }
+}
+
+/// Removes the (empty) pool mount points of supervisors that are gone.
+fn remove_stale_pool_dirs() {
+    let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(rest) = name.to_str().and_then(|n| n.strip_prefix("hermetic-pool-")) else {
+            continue;
+        };
+        let owner = rest
+            .split_once('-')
+            .and_then(|(p, _)| p.parse::<u32>().ok());
+        if let Some(pid) = owner
+            && !std::path::Path::new(&format!("/proc/{pid}")).exists()
+        {
+            // Only an empty directory goes: a mount point, left behind.
+            let _ = std::fs::remove_dir(entry.path());
+        }
     }
 }
 

@@ -307,3 +307,63 @@ fn a_cancel_during_set_up_is_not_lost() {
     );
     std::fs::remove_dir_all(&base).unwrap();
 }
+
+/// Cgroups that killed helpers left behind (`hermetic-<pid>-…` of a dead
+/// pid, empty, older than a minute) are removed when a supervisor first
+/// uses their parent; a live helper's, or a fresh one, is left alone.
+#[test]
+fn cgroups_left_by_killed_helpers_are_removed() {
+    use hermetic_sandbox::cgroup::{Cgroup, CgroupLimits, STALE_AFTER};
+    if !root_or_skip() {
+        return;
+    }
+    let limits = CgroupLimits {
+        memory_bytes: Some(64 << 20),
+        pids: Some(64),
+        cpu_millis: None,
+    };
+    // Made as a helper makes them, then abandoned as a killed one would.
+    let make = |name: &str, age: Duration| -> Vec<PathBuf> {
+        let cg = Cgroup::create(None, name, &limits).expect("create a cgroup");
+        let paths = cg.paths();
+        std::mem::forget(cg);
+        let when = std::time::SystemTime::now() - age;
+        for p in &paths {
+            std::fs::File::open(p)
+                .and_then(|f| f.set_modified(when))
+                .expect("age the cgroup");
+        }
+        paths
+    };
+    // Pids above the kernel's pid_max (4194304 at most) are never alive.
+    let old = STALE_AFTER * 10;
+    let stale = make("hermetic-99999991-0-0badcafe", old);
+    let fresh = make("hermetic-99999992-0-0badcafe", Duration::ZERO);
+    let live = make(&format!("hermetic-{}-0-0badcafe", std::process::id()), old);
+
+    let base = base_with_rootfs("sweep");
+    let mut sup = start_supervisor();
+    let mut input = sup.stdin.take().unwrap();
+    let mut output = BufReader::new(sup.stdout.take().unwrap());
+    let request = serde_json::json!({"id": 1, "spec": spec(&base, 1, "true")});
+    input.write_all(format!("{request}\n").as_bytes()).unwrap();
+    input.flush().unwrap();
+    let mut line = String::new();
+    output.read_line(&mut line).unwrap();
+    assert!(line.contains("\"completed\""), "{line}");
+    drop(input);
+    assert!(sup.wait().unwrap().success());
+
+    let left = |paths: &[PathBuf]| paths.iter().filter(|p| p.exists()).count();
+    assert_eq!(left(&stale), 0, "a left-over cgroup stayed: {stale:?}");
+    assert_eq!(left(&fresh), fresh.len(), "a fresh cgroup was removed");
+    assert_eq!(
+        left(&live),
+        live.len(),
+        "a live helper's cgroup was removed"
+    );
+    for p in fresh.iter().chain(&live) {
+        std::fs::remove_dir(p).unwrap();
+    }
+    std::fs::remove_dir_all(&base).unwrap();
+}

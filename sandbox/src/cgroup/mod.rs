@@ -740,6 +740,53 @@ fn delegate_dirs(name: &str, uid: u32, gid: u32) -> Result<(PathBuf, Vec<PathBuf
     Ok((parent, dirs))
 }
 
+/// Removes the action cgroups that killed helpers left behind where
+/// [`Cgroup::create`] puts them for `parent`: directories named
+/// `hermetic-<pid>-…` whose helper is gone, that hold no process and are
+/// older than [`STALE_AFTER`] (a live helper's cgroup is empty only for
+/// the moment between its `mkdir` and its first process). Returns what
+/// was removed.
+pub fn remove_stale(parent: Option<&Path>) -> Result<Vec<PathBuf>, CgroupError> {
+    let host = Host::read()?;
+    let version = choose_version(&host).map_err(|reason| CgroupError::Unavailable { reason })?;
+    let mut removed = Vec::new();
+    for place in places(&host, version, parent, Need::Optional)? {
+        let Ok(entries) = fs::read_dir(&place.parent) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            let name = entry.file_name();
+            let Some(pid) = stale_owner(&name.to_string_lossy()) else {
+                continue;
+            };
+            let path = entry.path();
+            let old = fs::metadata(&path)
+                .and_then(|m| m.modified())
+                .is_ok_and(|t| t.elapsed().is_ok_and(|age| age > STALE_AFTER));
+            // rmdir refuses a cgroup with a process or a child.
+            if old && !Path::new(&format!("/proc/{pid}")).exists() && fs::remove_dir(&path).is_ok()
+            {
+                removed.push(path);
+            }
+        }
+    }
+    Ok(removed)
+}
+
+/// How old an empty cgroup of a dead helper must be to count as left over.
+pub const STALE_AFTER: Duration = Duration::from_secs(60);
+
+/// The helper pid in a name `hermetic-<pid>-<rest>` (the names
+/// [`Cgroup::create`] is given by the helper; not the battery's
+/// `hermetic-escape-…` or the tests' `hermetic-test-…`).
+pub fn stale_owner(name: &str) -> Option<u32> {
+    let (pid, rest) = name.strip_prefix("hermetic-")?.split_once('-')?;
+    if rest.is_empty() || !pid.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    pid.parse().ok()
+}
+
 /// Where [`enter_leaf`] left the process.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Leaf {

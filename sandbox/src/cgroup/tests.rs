@@ -480,3 +480,20 @@ fn delegated_child() {
     cgroup.remove().expect("rootless remove");
     println!("{CHILD_OK}");
 }
+
+#[test]
+fn only_helper_cgroup_names_have_a_stale_owner() {
+    assert_eq!(stale_owner("hermetic-123-0-0badcafe"), Some(123));
+    assert_eq!(stale_owner("hermetic-123-4"), Some(123));
+    for other in [
+        "hermetic-escape-123",
+        "hermetic-test-123-x-1",
+        "hermetic-leaf-test-9",
+        "hermetic-123",
+        "hermetic-123-",
+        "hermetic--1-0",
+        "daemon",
+    ] {
+        assert_eq!(stale_owner(other), None, "{other}");
+    }
+}
