@@ -234,6 +234,25 @@ pub struct CasConfig {
     /// power loss; a killed daemon still never shows a torn blob). Default
     /// false.
     pub no_fsync: bool,
+    /// How a BatchUpdateBlobs request of 64 blobs or more is made durable
+    /// before it is acknowledged: `"syncfs"` (default) writes every blob,
+    /// flushes the store's filesystem once (`syncfs`), renames them into
+    /// place and flushes once more; `"fsync"` fsyncs each blob's file and
+    /// each directory renamed into, on a few threads. `syncfs` also flushes
+    /// other writers' data on the same filesystem: on a filesystem shared
+    /// with heavy writers, `fsync` may be faster. Ignored with `no_fsync`.
+    pub batch_commit: BatchCommit,
+}
+
+/// See [`CasConfig::batch_commit`].
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum BatchCommit {
+    /// Two `syncfs` of the store's filesystem per batch.
+    #[default]
+    Syncfs,
+    /// An fsync per blob and per directory.
+    Fsync,
 }
 
 /// Action cache settings.
