@@ -235,12 +235,14 @@ pub struct CasConfig {
     /// false.
     pub no_fsync: bool,
     /// How a BatchUpdateBlobs request of 64 blobs or more is made durable
-    /// before it is acknowledged: `"syncfs"` (default) writes every blob,
-    /// flushes the store's filesystem once (`syncfs`), renames them into
-    /// place and flushes once more; `"fsync"` fsyncs each blob's file and
-    /// each directory renamed into, on a few threads. `syncfs` also flushes
-    /// other writers' data on the same filesystem: on a filesystem shared
-    /// with heavy writers, `fsync` may be faster. Ignored with `no_fsync`.
+    /// before it is acknowledged: `"fsync"` (default) writes and fsyncs
+    /// each blob's file on a few threads (the filesystem commits their
+    /// fsyncs together), renames it into place, then fsyncs each directory
+    /// renamed into once; `"syncfs"` writes every blob, flushes the store's
+    /// filesystem once (`syncfs`), renames them into place and flushes once
+    /// more: faster on a filesystem of its own, but it also flushes every
+    /// other writer's data on that filesystem, so on a shared one it can
+    /// take seconds. Ignored with `no_fsync`.
     pub batch_commit: BatchCommit,
 }
 
@@ -248,11 +250,11 @@ pub struct CasConfig {
 #[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
 pub enum BatchCommit {
-    /// Two `syncfs` of the store's filesystem per batch.
+    /// An fsync per blob and one per directory.
     #[default]
-    Syncfs,
-    /// An fsync per blob and per directory.
     Fsync,
+    /// Two `syncfs` of the store's filesystem per batch.
+    Syncfs,
 }
 
 /// Action cache settings.

@@ -66,7 +66,7 @@ async fn read_all(server: &TestServer, keys: &[BlobKey]) -> Vec<Vec<u8>> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn group_commits_store_every_good_blob_in_either_way() {
-    for mode in [BatchCommit::Syncfs, BatchCommit::Fsync] {
+    for mode in [BatchCommit::Fsync, BatchCommit::Syncfs] {
         let server = TestServer::start(configure(mode)).await;
         // The option reaches the store.
         assert_eq!(server.daemon.ctx.store.batch_commit(), mode);

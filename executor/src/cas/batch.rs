@@ -1,16 +1,17 @@
 //! Many blobs stored at once (BatchUpdateBlobs) with a group commit.
 //!
 //! Two ways, chosen by `[cas] batch_commit` for batches of
-//! [`GROUP_MIN`] blobs or more (smaller ones take the second):
-//! - `syncfs` (default): every blob is written to a temp file and verified
-//!   (on a few threads), the store's filesystem is flushed once
-//!   (`syncfs`), the blobs are renamed into place and the filesystem is
-//!   flushed once more. Two flushes per batch instead of two fsyncs per
-//!   blob.
-//! - `fsync`: each blob is written, verified, fsynced and renamed on one of
-//!   a few threads (the filesystem commits concurrent fsyncs together),
-//!   then each directory that received blobs is fsynced once (a batch
-//!   touches at most the 256 shard directories of its digest function).
+//! [`GROUP_MIN`] blobs or more (smaller ones take the first):
+//! - `fsync` (default): each blob is written, verified, fsynced and
+//!   renamed on one of a few threads (the filesystem commits concurrent
+//!   fsyncs together), then each directory that received blobs is fsynced
+//!   once (a batch touches at most the 256 shard directories of its digest
+//!   function) instead of once per blob.
+//! - `syncfs`: every blob is written to a temp file and verified, the
+//!   store's filesystem is flushed once (`syncfs`), the blobs are renamed
+//!   into place and the filesystem is flushed once more: two flushes per
+//!   batch instead of two fsyncs per blob, but each flushes every writer's
+//!   data on the filesystem (seconds on a busy shared one).
 //!
 //! Either way a blob is renamed under its name only once its bytes are
 //! verified and durable, so a crash never leaves a torn blob there, and no
@@ -27,16 +28,27 @@ use crate::error::{Error, Result};
 
 /// Blobs handled by one thread at least.
 const BLOBS_PER_THREAD: usize = 32;
-/// Threads working on one batch at most (with `fsync`, each mostly waits
-/// in fsync).
-const MAX_THREADS: usize = 32;
+/// Threads fsyncing one batch's files or directories at most (each mostly
+/// waits in fsync, and the filesystem commits their fsyncs together).
+const FSYNC_THREADS: usize = 16;
+/// Threads writing or renaming at most, beyond the CPUs: that work needs
+/// CPU, and more threads than CPUs only contend (for the index's lock
+/// held across each rename, for the directories' locks) and, on a busy
+/// machine, stall behind a preempted lock holder.
+fn cpu_threads() -> usize {
+    std::thread::available_parallelism().map_or(2, |n| n.get().min(8))
+}
 /// Batches this large or larger use `batch_commit`'s way.
 pub const GROUP_MIN: usize = 64;
 
-/// Runs `f` on each item on up to [`MAX_THREADS`] scoped threads, keeping
-/// the order; a panicked thread gives an error for each of its items.
-fn parallel<T: Sync, R: Send>(items: &[T], f: impl Fn(&T) -> Result<R> + Sync) -> Vec<Result<R>> {
-    let threads = items.len().div_ceil(BLOBS_PER_THREAD).clamp(1, MAX_THREADS);
+/// Runs `f` on each item on up to `max` scoped threads, keeping the
+/// order; a panicked thread gives an error for each of its items.
+fn parallel<T: Sync, R: Send>(
+    items: &[T],
+    max: usize,
+    f: impl Fn(&T) -> Result<R> + Sync,
+) -> Vec<Result<R>> {
+    let threads = items.len().div_ceil(BLOBS_PER_THREAD).clamp(1, max.max(1));
     if threads == 1 {
         return items.iter().map(&f).collect();
     }
@@ -77,7 +89,12 @@ impl Store {
     fn put_batch_fsync(&self, blobs: &[(BlobKey, &[u8])]) -> Vec<Result<()>> {
         // The directory to fsync when installed now, `None` when stored
         // already.
-        let staged = parallel(blobs, |(key, data)| {
+        let threads = if self.fsyncs() {
+            FSYNC_THREADS
+        } else {
+            cpu_threads()
+        };
+        let staged = parallel(blobs, threads, |(key, data)| {
             Ok(match self.write_verified(*key, data)? {
                 None => None,
                 Some(w) => Some(self.commit_unsynced(w, *key)?),
@@ -90,7 +107,7 @@ impl Store {
             .into_iter()
             .collect();
         let synced = if self.fsyncs() {
-            parallel(&dirs, |d| sync_dir(d))
+            parallel(&dirs, FSYNC_THREADS, |d| sync_dir(d))
         } else {
             Vec::new()
         };
@@ -114,7 +131,9 @@ impl Store {
 
     /// `syncfs`: see the module documentation.
     fn put_batch_syncfs(&self, blobs: &[(BlobKey, &[u8])]) -> Vec<Result<()>> {
-        let written = parallel(blobs, |(key, data)| self.write_verified(*key, data));
+        let written = parallel(blobs, cpu_threads(), |(key, data)| {
+            self.write_verified(*key, data)
+        });
         let flush = || {
             let dir = self.open_tmp()?;
             nix::unistd::syncfs(&dir)
@@ -132,7 +151,7 @@ impl Store {
         }
         let pending: Vec<(BlobKey, Result<Option<BlobWriter>>)> =
             blobs.iter().map(|(k, _)| *k).zip(written).collect();
-        let installed = parallel(&pending, |(key, w)| match w {
+        let installed = parallel(&pending, cpu_threads(), |(key, w)| match w {
             Ok(Some(w)) => self.install_unsynced(w.path(), *key, false).map(|_| ()),
             Ok(None) => Ok(()),
             Err(e) => Err(Error::Internal(e.to_string())),
