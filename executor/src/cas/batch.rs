@@ -2,8 +2,9 @@
 //!
 //! Two ways, chosen by `[cas] batch_commit` for batches of
 //! [`GROUP_MIN`] blobs or more (smaller ones take the first):
-//! - `fsync` (default): each blob is written, verified, fsynced and
-//!   renamed on one of a few threads (the filesystem commits concurrent
+//! - `fsync` (default): every blob is written and verified with its
+//!   writeback started (as many threads as CPUs), then each is fsynced and
+//!   renamed on a few threads (the filesystem commits concurrent
 //!   fsyncs together), then each directory that received blobs is fsynced
 //!   once (a batch touches at most the 256 shard directories of its digest
 //!   function) instead of once per blob.
@@ -43,21 +44,29 @@ pub const GROUP_MIN: usize = 64;
 
 /// Runs `f` on each item on up to `max` scoped threads, keeping the
 /// order; a panicked thread gives an error for each of its items.
-fn parallel<T: Sync, R: Send>(
-    items: &[T],
+fn parallel<T: Send, R: Send>(
+    mut items: Vec<T>,
     max: usize,
-    f: impl Fn(&T) -> Result<R> + Sync,
+    f: impl Fn(T) -> Result<R> + Sync,
 ) -> Vec<Result<R>> {
     let threads = items.len().div_ceil(BLOBS_PER_THREAD).clamp(1, max.max(1));
     if threads == 1 {
-        return items.iter().map(&f).collect();
+        return items.into_iter().map(&f).collect();
     }
     let per = items.len().div_ceil(threads);
+    let mut parts = Vec::with_capacity(threads);
+    while !items.is_empty() {
+        let rest = items.split_off(per.min(items.len()));
+        parts.push(std::mem::replace(&mut items, rest));
+    }
     let f = &f;
     std::thread::scope(|s| {
-        let handles: Vec<_> = items
-            .chunks(per)
-            .map(|part| (part.len(), s.spawn(move || part.iter().map(f).collect())))
+        let handles: Vec<_> = parts
+            .into_iter()
+            .map(|part| {
+                let n = part.len();
+                (n, s.spawn(move || part.into_iter().map(f).collect()))
+            })
             .collect();
         handles
             .into_iter()
@@ -89,16 +98,30 @@ impl Store {
     fn put_batch_fsync(&self, blobs: &[(BlobKey, &[u8])]) -> Vec<Result<()>> {
         // The directory to fsync when installed now, `None` when stored
         // already.
+        // Written and verified first, with writeback started for each (the
+        // disk sees the whole batch at once); then fsynced and renamed on
+        // more threads, whose fsyncs the filesystem commits together.
+        let written = parallel(blobs.to_vec(), cpu_threads(), |(key, data)| {
+            let w = self.write_verified(key, data)?;
+            if self.fsyncs()
+                && let Some(w) = &w
+            {
+                w.start_writeback();
+            }
+            Ok(w)
+        });
         let threads = if self.fsyncs() {
             FSYNC_THREADS
         } else {
             cpu_threads()
         };
-        let staged = parallel(blobs, threads, |(key, data)| {
-            Ok(match self.write_verified(*key, data)? {
-                None => None,
-                Some(w) => Some(self.commit_unsynced(w, *key)?),
-            })
+        // The directory to fsync when installed now, `None` when stored
+        // already (or the blob's error).
+        let pending: Vec<(BlobKey, Result<Option<BlobWriter>>)> =
+            blobs.iter().map(|(k, _)| *k).zip(written).collect();
+        let staged = parallel(pending, threads, |(key, w)| match w? {
+            None => Ok(None),
+            Some(w) => self.commit_unsynced(w, key).map(Some),
         });
         let dirs: Vec<&PathBuf> = staged
             .iter()
@@ -107,7 +130,7 @@ impl Store {
             .into_iter()
             .collect();
         let synced = if self.fsyncs() {
-            parallel(&dirs, FSYNC_THREADS, |d| sync_dir(d))
+            parallel(dirs.clone(), FSYNC_THREADS, |d| sync_dir(d))
         } else {
             Vec::new()
         };
@@ -131,8 +154,8 @@ impl Store {
 
     /// `syncfs`: see the module documentation.
     fn put_batch_syncfs(&self, blobs: &[(BlobKey, &[u8])]) -> Vec<Result<()>> {
-        let written = parallel(blobs, cpu_threads(), |(key, data)| {
-            self.write_verified(*key, data)
+        let written = parallel(blobs.to_vec(), cpu_threads(), |(key, data)| {
+            self.write_verified(key, data)
         });
         let flush = || {
             let dir = self.open_tmp()?;
@@ -151,20 +174,15 @@ impl Store {
         }
         let pending: Vec<(BlobKey, Result<Option<BlobWriter>>)> =
             blobs.iter().map(|(k, _)| *k).zip(written).collect();
-        let installed = parallel(&pending, cpu_threads(), |(key, w)| match w {
-            Ok(Some(w)) => self.install_unsynced(w.path(), *key, false).map(|_| ()),
-            Ok(None) => Ok(()),
-            Err(e) => Err(Error::Internal(e.to_string())),
+        let installed = parallel(pending, cpu_threads(), |(key, w)| match w? {
+            Some(w) => self.install_unsynced(w.path(), key, false).map(|_| ()),
+            None => Ok(()),
         });
-        // The original errors keep their kind (a digest mismatch is the
-        // client's); only the installs' own errors come from `installed`.
         let flushed = flush();
         self.evict();
-        pending
+        installed
             .into_iter()
-            .zip(installed)
-            .map(|((_, w), r)| {
-                w?;
+            .map(|r| {
                 r?;
                 flushed
                     .as_ref()
