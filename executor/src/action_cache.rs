@@ -6,10 +6,18 @@
 //!
 //! A result is served only while every blob it refers to (outputs, the
 //! files inside output trees, stdout and stderr) is still in the CAS.
+//!
+//! Results served recently are remembered, decoded, with the list of
+//! blobs they refer to and the stamp of their file ([`crate::memo`]): a
+//! hit on one of them costs a `stat` and an index lookup instead of a
+//! read, a decode and a walk of its output trees. The stamp is checked on
+//! every hit, so a result rewritten or removed (by this daemon, another
+//! process or garbage collection) is never served from memory.
 
 use std::fs::{self, File};
-use std::io::Write;
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 
 use bazel_remote_apis::build::bazel::remote::execution::v2::{ActionResult, Tree};
 use prost::Message;
@@ -17,6 +25,20 @@ use prost::Message;
 use crate::cas::Store;
 use crate::digest::{BlobKey, DigestFunction};
 use crate::error::{Error, Result};
+use crate::memo::{Bounded, FileStamp, lock};
+
+/// Results remembered for the hit path at most.
+pub const RECENT_RESULTS: usize = 4096;
+
+/// A result served recently, as its file was when read.
+#[derive(Debug)]
+struct Recent {
+    path: PathBuf,
+    stamp: FileStamp,
+    result: ActionResult,
+    /// Every blob it refers to ([`referenced_blobs`]).
+    blobs: Vec<BlobKey>,
+}
 
 /// The on-disk action cache.
 #[derive(Debug)]
@@ -24,6 +46,7 @@ pub struct ActionCache {
     root: PathBuf,
     tmp: PathBuf,
     fsync: bool,
+    recent: Mutex<Bounded<(String, BlobKey), Arc<Recent>>>,
 }
 
 impl ActionCache {
@@ -36,6 +59,7 @@ impl ActionCache {
             root,
             tmp: tmp.to_owned(),
             fsync,
+            recent: Mutex::new(Bounded::new(RECENT_RESULTS)),
         })
     }
 
@@ -89,14 +113,66 @@ impl ActionCache {
         key: &BlobKey,
         store: &Store,
     ) -> Result<Option<ActionResult>> {
-        let Some(result) = self.get_raw_in(instance, key)? else {
-            return Ok(None);
+        if let Some(result) = self.get_recent_in(instance, key, store) {
+            return Ok(Some(result));
+        }
+        let path = self.path(instance, key);
+        // Stamp and bytes from one open file: files here are replaced by
+        // rename, never rewritten in place.
+        let mut file = match File::open(&path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(Error::io("open", path)(e)),
         };
+        let mut data = Vec::new();
+        let stamp = file
+            .metadata()
+            .map(|m| FileStamp::of(&m))
+            .and_then(|stamp| file.read_to_end(&mut data).map(|_| stamp))
+            .map_err(Error::io("read", &path))?;
+        let result = ActionResult::decode(data.as_slice()).map_err(|source| Error::Corrupt {
+            what: "action result",
+            key: *key,
+            source,
+        })?;
         match referenced_blobs(&result, key.function, store) {
-            Ok(blobs) if store.find_missing(&blobs).is_empty() => Ok(Some(result)),
+            Ok(blobs) if store.find_missing(&blobs).is_empty() => {
+                lock(&self.recent).insert(
+                    (instance.to_owned(), *key),
+                    Arc::new(Recent {
+                        path,
+                        stamp,
+                        result: result.clone(),
+                        blobs,
+                    }),
+                );
+                Ok(Some(result))
+            }
             Ok(_) | Err(Error::NotFound(_)) => Ok(None),
             Err(e) => Err(e),
         }
+    }
+
+    /// [`ActionCache::get_in`] from memory only: the result when it was
+    /// served recently, its file is unchanged (one `stat`) and every blob
+    /// it refers to is still stored; `None` when that is not known (ask
+    /// [`ActionCache::get_in`]). Does not block on disk reads.
+    pub fn get_recent_in(
+        &self,
+        instance: &str,
+        key: &BlobKey,
+        store: &Store,
+    ) -> Option<ActionResult> {
+        let entry = lock(&self.recent)
+            .get(&(instance.to_owned(), *key))
+            .cloned()?;
+        if FileStamp::current(&entry.path) != Some(entry.stamp)
+            || !store.find_missing(&entry.blobs).is_empty()
+        {
+            lock(&self.recent).remove(&(instance.to_owned(), *key));
+            return None;
+        }
+        Some(entry.result.clone())
     }
 
     /// Stores a result for the empty instance name.
@@ -106,6 +182,7 @@ impl ActionCache {
 
     /// Stores a result for `instance`.
     pub fn put_in(&self, instance: &str, key: &BlobKey, result: &ActionResult) -> Result<()> {
+        lock(&self.recent).remove(&(instance.to_owned(), *key));
         let path = self.path(instance, key);
         let dir = path.parent().expect("has a parent");
         fs::create_dir_all(dir).map_err(Error::io("create", dir))?;
@@ -194,6 +271,7 @@ impl ActionCache {
 
     /// Removes a stored result; true when there was one.
     pub fn remove(&self, instance: &str, key: &BlobKey) -> Result<bool> {
+        lock(&self.recent).remove(&(instance.to_owned(), *key));
         let path = self.path(instance, key);
         match fs::remove_file(&path) {
             Ok(()) => Ok(true),

@@ -234,6 +234,27 @@ pub struct CasConfig {
     /// power loss; a killed daemon still never shows a torn blob). Default
     /// false.
     pub no_fsync: bool,
+    /// How a BatchUpdateBlobs request of 64 blobs or more is made durable
+    /// before it is acknowledged: `"fsync"` (default) writes and fsyncs
+    /// each blob's file on a few threads (the filesystem commits their
+    /// fsyncs together), renames it into place, then fsyncs each directory
+    /// renamed into once; `"syncfs"` writes every blob, flushes the store's
+    /// filesystem once (`syncfs`), renames them into place and flushes once
+    /// more: faster on a filesystem of its own, but it also flushes every
+    /// other writer's data on that filesystem, so on a shared one it can
+    /// take seconds. Ignored with `no_fsync`.
+    pub batch_commit: BatchCommit,
+}
+
+/// See [`CasConfig::batch_commit`].
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum BatchCommit {
+    /// An fsync per blob and one per directory.
+    #[default]
+    Fsync,
+    /// Two `syncfs` of the store's filesystem per batch.
+    Syncfs,
 }
 
 /// Action cache settings.

@@ -212,7 +212,15 @@ impl BlobKey {
 
     /// Lower-case hex of the hash.
     pub fn hex(&self) -> String {
-        hermetic_sandbox::profile::hex(&self.hash)
+        // By table: on every digest sent back (each operation's metadata,
+        // each cached result's paths), so not through `fmt`.
+        const DIGITS: &[u8; 16] = b"0123456789abcdef";
+        let mut s = String::with_capacity(self.hash.len() * 2);
+        for b in &self.hash {
+            s.push(char::from(DIGITS[usize::from(b >> 4)]));
+            s.push(char::from(DIGITS[usize::from(b & 0xf)]));
+        }
+        s
     }
 
     /// Whether this is the empty blob.

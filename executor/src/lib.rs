@@ -17,6 +17,7 @@
 //! - [`sched`]: fair scheduling between principals, quotas.
 //! - [`server`]: start-up and [`server::serve`].
 //! - [`local`]: daemonless execution on a private state directory.
+//! - [`memo`]: bounded in-memory memos and file stamps (the cache-hit path).
 //! - [`metrics`]: Prometheus metrics and their HTTP endpoint.
 //! - [`provenance`]: signed provenance, SBOMs and the transparency log of
 //!   every executed action; the `hermetic.v1.Provenance` service.
@@ -38,6 +39,7 @@ pub mod exec;
 pub mod gc;
 pub mod images;
 pub mod local;
+pub mod memo;
 pub mod metrics;
 pub mod provenance;
 pub mod sched;

@@ -1,6 +1,7 @@
 //! Content-addressed storage: the on-disk store, its index, and Directory
 //! tree validation.
 
+pub mod batch;
 pub mod index;
 pub mod store;
 pub mod tree;

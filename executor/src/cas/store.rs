@@ -38,6 +38,8 @@ pub struct Store {
     root: PathBuf,
     tmp: PathBuf,
     fsync: bool,
+    /// How batches are made durable (see `crate::cas::batch`).
+    batch_commit: crate::config::BatchCommit,
     max_size: u64,
     index: Mutex<Index>,
     /// Blobs written but not yet durable ([`Store::put_deferred`]),
@@ -76,6 +78,7 @@ impl Store {
             root,
             tmp,
             fsync,
+            batch_commit: crate::config::BatchCommit::default(),
             max_size,
         };
         for f in DigestFunction::ALL {
@@ -86,6 +89,17 @@ impl Store {
         info!(blobs = idx.len(), bytes = idx.total_bytes(), "opened CAS");
         drop(idx);
         Ok(store)
+    }
+
+    /// Sets how batches are made durable.
+    pub fn with_batch_commit(mut self, mode: crate::config::BatchCommit) -> Self {
+        self.batch_commit = mode;
+        self
+    }
+
+    /// How batches are made durable.
+    pub fn batch_commit(&self) -> crate::config::BatchCommit {
+        self.batch_commit
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Index> {
@@ -225,6 +239,19 @@ impl Store {
     /// Verifies a finished write against `expected` and moves it into
     /// place; on a mismatch the temp file is removed and nothing is stored.
     pub fn commit(&self, writer: BlobWriter, expected: BlobKey) -> Result<()> {
+        let dir = self.commit_unsynced(writer, expected)?;
+        if self.fsync {
+            sync_dir(&dir)?;
+        }
+        self.evict();
+        Ok(())
+    }
+
+    /// [`Store::commit`] up to the rename: the file is verified and
+    /// fsynced (so nothing torn is ever under a blob's name), the
+    /// directory's fsync and eviction are left to the caller, who syncs
+    /// the directory returned before acknowledging the blob.
+    pub(super) fn commit_unsynced(&self, writer: BlobWriter, expected: BlobKey) -> Result<PathBuf> {
         // The writer's Drop removes the temp file unless it was renamed.
         let actual = writer.hasher.clone().finish_sized(writer.written);
         if actual != expected {
@@ -236,12 +263,23 @@ impl Store {
                 .sync_all()
                 .map_err(Error::io("fsync", &writer.path))?;
         }
-        self.install(&writer.path, expected, false)
+        self.install_unsynced(&writer.path, expected, false)
     }
 
     /// Moves a verified file into place as `key`'s variant, setting its
     /// mode, and records it.
     fn install(&self, src: &Path, key: BlobKey, exec: bool) -> Result<()> {
+        let dir = self.install_unsynced(src, key, exec)?;
+        if self.fsync {
+            sync_dir(&dir)?;
+        }
+        self.evict();
+        Ok(())
+    }
+
+    /// [`Store::install`] without the directory's fsync or eviction (the
+    /// caller does both, once for many blobs); returns the directory.
+    pub(super) fn install_unsynced(&self, src: &Path, key: BlobKey, exec: bool) -> Result<PathBuf> {
         let mode = if exec { EXEC_MODE } else { PLAIN_MODE };
         fs::set_permissions(src, fs::Permissions::from_mode(mode))
             .map_err(Error::io("chmod", src))?;
@@ -260,13 +298,17 @@ impl Store {
         self.stats
             .written_bytes
             .fetch_add(key.size, std::sync::atomic::Ordering::Relaxed);
-        if self.fsync {
-            File::open(dir)
-                .and_then(|d| d.sync_all())
-                .map_err(Error::io("fsync", dir))?;
-        }
-        self.evict();
-        Ok(())
+        Ok(dir.to_owned())
+    }
+
+    /// The temp directory, open (for `syncfs` of the store's filesystem).
+    pub(super) fn open_tmp(&self) -> Result<File> {
+        File::open(&self.tmp).map_err(Error::io("open", &self.tmp))
+    }
+
+    /// Whether blobs are fsynced before they are acknowledged.
+    pub(super) fn fsyncs(&self) -> bool {
+        self.fsync
     }
 
     /// Ingests a file produced by an action (on the same filesystem):
@@ -537,6 +579,26 @@ impl BlobWriter {
         Ok(())
     }
 
+    /// The temp file.
+    pub(super) fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Starts writing every byte written so far back to disk, without
+    /// waiting (a head start for the fsync that follows).
+    pub(super) fn start_writeback(&self) {
+        start_writeback(&self.file, 0, self.written);
+    }
+
+    /// Checks that the bytes written hash to `expected`.
+    pub(super) fn verify(&self, expected: BlobKey) -> Result<()> {
+        let actual = self.hasher.clone().finish_sized(self.written);
+        if actual != expected {
+            return Err(Error::DigestMismatch { expected, actual });
+        }
+        Ok(())
+    }
+
     /// Replaces the running hash with one fed every byte written.
     pub fn set_hasher(&mut self, hasher: Hasher) {
         self.hasher = hasher;
@@ -566,6 +628,13 @@ fn start_writeback(file: &File, offset: u64, len: u64) {
             nix::libc::SYNC_FILE_RANGE_WRITE,
         )
     };
+}
+
+/// fsyncs a directory (after renames into it).
+pub(super) fn sync_dir(dir: &Path) -> Result<()> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(Error::io("fsync", dir))
 }
 
 /// Removes a temp file unless forgotten.

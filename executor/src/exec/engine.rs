@@ -38,6 +38,16 @@ const RESPONSE_URL: &str = "type.googleapis.com/build.bazel.remote.execution.v2.
 /// Finished operations kept at most (a flood of cache hits, each an
 /// operation, must not grow memory for the whole retention period).
 pub const MAX_FINISHED_OPS: usize = 100_000;
+/// Actions whose cache-relevant fields are remembered at most.
+const RECENT_ACTIONS: usize = 4096;
+
+/// What a cache hit needs of an Action, remembered by digest (an Action is
+/// content-addressed: only the blob's presence can change).
+#[derive(Debug)]
+struct ActionFacts {
+    do_not_cache: bool,
+    platform: Option<bazel_remote_apis::build::bazel::remote::execution::v2::Platform>,
+}
 
 /// Engine settings.
 #[derive(Debug, Clone)]
@@ -76,13 +86,17 @@ pub struct Operation {
 
 impl Operation {
     fn new(action_key: BlobKey) -> Arc<Self> {
+        Self::with_state(action_key, execution_stage::Value::Queued, None)
+    }
+
+    /// An operation born in `stage`, done when `response` is given.
+    fn with_state(
+        action_key: BlobKey,
+        stage: execution_stage::Value,
+        response: Option<ExecuteResponse>,
+    ) -> Arc<Self> {
         let name = format!("operations/{}", uuid::Uuid::new_v4());
-        let initial = Arc::new(lro(
-            &name,
-            &action_key,
-            execution_stage::Value::Queued,
-            None,
-        ));
+        let initial = Arc::new(lro(&name, &action_key, stage, response));
         Arc::new(Operation {
             name,
             action_key,
@@ -185,6 +199,8 @@ pub struct Engine {
     sched: Arc<Scheduler>,
     accepting: AtomicBool,
     shutting_down: AtomicBool,
+    /// Actions read recently, for hits served without a blocking trip.
+    actions: Arc<Mutex<crate::memo::Bounded<BlobKey, Arc<ActionFacts>>>>,
 }
 
 /// A request, parsed.
@@ -224,6 +240,7 @@ impl Engine {
             active: watch::Sender::new(0),
             accepting: AtomicBool::new(true),
             shutting_down: AtomicBool::new(false),
+            actions: Arc::new(Mutex::new(crate::memo::Bounded::new(RECENT_ACTIONS))),
         }
     }
 
@@ -346,6 +363,12 @@ impl Engine {
             let mut settled = op.settled.subscribe();
             let _ = settled.wait_for(|s| *s).await;
         }
+        if !params.skip_cache_lookup
+            && params.inline.is_empty()
+            && let Some(result) = self.recent_hit(instance, &key)
+        {
+            return Ok(self.cached(key, result));
+        }
         // One trip to a blocking thread: the Action, the cache, preparation.
         let prov = self.provenance().clone();
         let (store, ac, choices, limits, name, skip) = (
@@ -358,8 +381,16 @@ impl Engine {
         );
         let inline = params.inline;
         let metrics = self.settings.run_env.metrics.clone();
+        let actions = self.actions.clone();
         let looked = blocking(move || {
             let action = action::load_action(&store, &key)?;
+            lock(&actions).insert(
+                key,
+                Arc::new(ActionFacts {
+                    do_not_cache: action.do_not_cache,
+                    platform: action.platform.clone(),
+                }),
+            );
             if !skip && !action.do_not_cache {
                 let found = ac.get_in(&name, &key, &store)?;
                 metrics.cache_lookup(found.is_some());
@@ -438,27 +469,57 @@ impl Engine {
         Ok(op)
     }
 
+    /// A cache hit served from memory, without a trip to a blocking
+    /// thread: the same checks as the full lookup (the Action is stored
+    /// and cacheable, the result's file unchanged and every blob it names
+    /// stored, its image still trusted, its provenance refreshed) each
+    /// answered from a memo and at most a `stat`. `None` when any of them
+    /// is not known that way: the full lookup then decides (and reports).
+    fn recent_hit(&self, instance: &str, key: &BlobKey) -> Option<ActionResult> {
+        let facts = lock(&self.actions).get(key).cloned()?;
+        if facts.do_not_cache || !self.store.contains(key) {
+            return None;
+        }
+        let mut result = self
+            .action_cache
+            .get_recent_in(instance, key, &self.store)?;
+        if !self
+            .settings
+            .choices
+            .recheck_trust_recent(facts.platform.as_ref())
+            || !self
+                .provenance()
+                .refresh_recent(&self.store, key.function, &mut result)
+        {
+            return None;
+        }
+        self.settings.run_env.metrics.cache_lookup(true);
+        Some(result)
+    }
+
     /// Keys and transparency log.
     pub fn provenance(&self) -> &Arc<crate::provenance::Provenance> {
         &self.settings.run_env.provenance
     }
 
     fn cached(&self, key: BlobKey, result: ActionResult) -> Arc<Operation> {
-        let op = Operation::new(key);
         // The original execution's provenance documents.
         let server_logs = crate::provenance::from_result(&result)
             .map(|r| crate::provenance::server_logs(&r))
             .unwrap_or_default();
-        self.finish(
-            &op,
-            ExecuteResponse {
+        // Born completed: a hit has no earlier state to publish.
+        let op = Operation::with_state(
+            key,
+            execution_stage::Value::Completed,
+            Some(ExecuteResponse {
                 result: Some(result),
                 cached_result: true,
                 server_logs,
                 status: Some(crate::error::ok_status()),
                 ..Default::default()
-            },
+            }),
         );
+        lock(&self.finished).push_back((Instant::now(), op.name.clone()));
         self.register(&op);
         op
     }

@@ -173,27 +173,42 @@ impl Choices {
     /// that untrusting an image stops its use at once. Only the Action's
     /// platform is looked at (the hit path does not read the Command).
     pub fn recheck_trust(&self, platform: Option<&Platform>) -> Result<()> {
-        if !self.require_trusted_images {
+        let Some(digest) = self.trust_subject(platform) else {
             return Ok(());
-        }
-        let named = platform
-            .and_then(|p| p.properties.iter().find(|p| p.name == CONTAINER_IMAGE))
-            .map(|p| p.value.as_str());
-        let digest = match named {
-            Some(value) => match ImageDigest::parse(value) {
-                Ok(Some(d)) => d,
-                // Not a digest: such an action never ran here.
-                _ => return Ok(()),
-            },
-            None => match &self.default_image {
-                Some(d) => d.clone(),
-                None => return Ok(()),
-            },
         };
         if self.images.trusted(&digest)? {
             return Ok(());
         }
         Err(self.untrusted(&digest))
+    }
+
+    /// [`Choices::recheck_trust`] from memory and one `stat`: true when
+    /// the image is known to be trusted still (or no check applies); false
+    /// when that is not known (ask `recheck_trust`, which reports).
+    pub fn recheck_trust_recent(&self, platform: Option<&Platform>) -> bool {
+        match self.trust_subject(platform) {
+            None => true,
+            Some(digest) => self.images.trusted_recent(&digest) == Some(true),
+        }
+    }
+
+    /// The image whose trust a cached result of an action on `platform`
+    /// needs, if any.
+    fn trust_subject(&self, platform: Option<&Platform>) -> Option<ImageDigest> {
+        if !self.require_trusted_images {
+            return None;
+        }
+        let named = platform
+            .and_then(|p| p.properties.iter().find(|p| p.name == CONTAINER_IMAGE))
+            .map(|p| p.value.as_str());
+        match named {
+            Some(value) => match ImageDigest::parse(value) {
+                Ok(Some(d)) => Some(d),
+                // Not a digest: such an action never ran here.
+                _ => None,
+            },
+            None => self.default_image.clone(),
+        }
     }
 
     /// The refusal of an untrusted image, told to the alert hook too (a

@@ -129,7 +129,13 @@ pub struct ImageStore {
     fsync: bool,
     changes: Mutex<()>,
     leases: Leases,
+    /// `trust.json` verdicts by BLAKE3 hex, valid while the file's stamp
+    /// is unchanged (the cache-hit path, [`ImageStore::trusted_recent`]).
+    trust_memo: Mutex<crate::memo::Bounded<String, (crate::memo::FileStamp, bool)>>,
 }
+
+/// Trust verdicts remembered at most.
+const TRUST_MEMO: usize = 256;
 
 /// What an import did.
 #[derive(Debug)]
@@ -170,6 +176,7 @@ impl ImageStore {
             fsync,
             changes: Mutex::new(()),
             leases: Arc::default(),
+            trust_memo: Mutex::new(crate::memo::Bounded::new(TRUST_MEMO)),
         };
         for entry in fs::read_dir(dir).map_err(Error::io("read", dir))?.flatten() {
             let name = entry.file_name().to_string_lossy().into_owned();
@@ -333,10 +340,30 @@ impl ImageStore {
         match digest.algorithm {
             Algorithm::Blake3 => {
                 let path = self.dir.join(&digest.hex).join("trust.json");
-                Ok(Self::read_json::<TrustRecord>(&path)?.is_some_and(|t| t.trusted))
+                // The stamp before the read: a change after it is seen by
+                // the next `trusted_recent` as a different stamp.
+                let stamp = crate::memo::FileStamp::current(&path);
+                let trusted = Self::read_json::<TrustRecord>(&path)?.is_some_and(|t| t.trusted);
+                if let Some(stamp) = stamp {
+                    crate::memo::lock(&self.trust_memo)
+                        .insert(digest.hex.clone(), (stamp, trusted));
+                }
+                Ok(trusted)
             }
             Algorithm::Sha256 => Ok(self.get(digest)?.is_some_and(|i| i.trusted())),
         }
+    }
+
+    /// [`ImageStore::trusted`] from memory and one `stat`: the verdict of
+    /// the last read of the image's `trust.json` while the file is
+    /// unchanged; `None` when unknown (BLAKE3 form only).
+    pub fn trusted_recent(&self, digest: &ImageDigest) -> Option<bool> {
+        if digest.algorithm != Algorithm::Blake3 {
+            return None;
+        }
+        let (stamp, trusted) = *crate::memo::lock(&self.trust_memo).get(&digest.hex)?;
+        let path = self.dir.join(&digest.hex).join("trust.json");
+        (crate::memo::FileStamp::current(&path) == Some(stamp)).then_some(trusted)
     }
 
     /// Resolves an alias or a digest form to a stored image; NOT_FOUND

@@ -281,26 +281,13 @@ impl Provenance {
         function: DigestFunction,
         result: &mut bazel_remote_apis::build::bazel::remote::execution::v2::ActionResult,
     ) -> Result<()> {
+        if self.refresh_recent(store, function, result) {
+            return Ok(());
+        }
         let Some(mut r) = from_result(result) else {
             return Ok(());
         };
         let size = self.with(|a| a.log().size());
-        let stored = |b: &Option<BlobDigest>| {
-            b.as_ref().is_some_and(|b| {
-                BlobKey::parse(function, &b.hash, b.size_bytes).is_ok_and(|k| store.contains(&k))
-            })
-        };
-        if let Some(fresh) = {
-            let memo = lock(&self.refreshed);
-            (memo.0 == size)
-                .then(|| memo.1.get(&r.log_index).cloned())
-                .flatten()
-        } && stored(&fresh.bundle)
-            && stored(&fresh.keyring)
-        {
-            pointers::replace_in_result(result, &fresh);
-            return Ok(());
-        }
         let bundle = self.bundle_for(r.log_index)?.to_json();
         let keyring = self.with(|a| a.keyring().to_json());
         r.bundle = Some(pointers::blob(&store.put_new(function, &bundle)?));
@@ -312,6 +299,44 @@ impl Provenance {
         }
         memo.1.insert(r.log_index, r);
         Ok(())
+    }
+}
+
+impl Provenance {
+    /// [`Provenance::refresh_in_result`] from memory only, never waiting
+    /// for the attestor (an attestation in progress holds it): true when
+    /// `result` names no provenance or was refreshed from the memo of the
+    /// current log; false when that needs the full refresh.
+    pub fn refresh_recent(
+        &self,
+        store: &Store,
+        function: DigestFunction,
+        result: &mut bazel_remote_apis::build::bazel::remote::execution::v2::ActionResult,
+    ) -> bool {
+        let Some(r) = from_result(result) else {
+            return true;
+        };
+        let Ok(size) = self.attestor.try_lock().map(|a| a.log().size()) else {
+            return false;
+        };
+        let stored = |b: &Option<BlobDigest>| {
+            b.as_ref().is_some_and(|b| {
+                BlobKey::parse(function, &b.hash, b.size_bytes).is_ok_and(|k| store.contains(&k))
+            })
+        };
+        let fresh = {
+            let memo = lock(&self.refreshed);
+            (memo.0 == size)
+                .then(|| memo.1.get(&r.log_index).cloned())
+                .flatten()
+        };
+        match fresh {
+            Some(fresh) if stored(&fresh.bundle) && stored(&fresh.keyring) => {
+                pointers::replace_in_result(result, &fresh);
+                true
+            }
+            _ => false,
+        }
     }
 }
 

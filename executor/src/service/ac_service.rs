@@ -34,6 +34,13 @@ pub struct Inline {
     pub files: Vec<String>,
 }
 
+impl Inline {
+    /// Whether nothing is to be inlined.
+    pub fn is_empty(&self) -> bool {
+        !self.stdout && !self.stderr && self.files.is_empty()
+    }
+}
+
 /// Fills `*_raw` and `contents` fields as asked, within a byte budget.
 pub fn inline_result(
     store: &Store,
@@ -89,6 +96,15 @@ impl AcService {
             stderr: req.inline_stderr,
             files: req.inline_output_files,
         };
+        // A result served recently needs no blocking trip (see
+        // `ActionCache::get_recent_in`); inlining reads blobs.
+        if inline.is_empty()
+            && let Some(result) =
+                ctx.action_cache
+                    .get_recent_in(&req.instance_name, &key, &ctx.store)
+        {
+            return Ok(result);
+        }
         blocking(move || {
             let mut result = ctx
                 .action_cache

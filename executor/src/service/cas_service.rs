@@ -26,10 +26,6 @@ use crate::service::Context;
 const DEFAULT_TREE_PAGE: usize = 1000;
 /// Bytes of directories per GetTree response at most.
 const MAX_TREE_PAGE_BYTES: usize = 2 << 20;
-/// BatchUpdateBlobs: blobs stored by one thread at least.
-const BLOBS_PER_THREAD: usize = 32;
-/// BatchUpdateBlobs: threads storing one request's blobs at most.
-const MAX_BATCH_THREADS: usize = 16;
 
 /// The CAS service.
 #[derive(Debug, Clone)]
@@ -59,64 +55,48 @@ impl CasService {
         let store = self.ctx.store.clone();
         let max_blob = self.ctx.config.cas.max_blob_size();
         blocking(move || {
-            let put = |r: batch_update_blobs_request::Request| {
-                let digest = r.digest.clone();
-                let outcome = (|| {
-                    let key = BlobKey::from_opt(function, r.digest.as_ref(), "digest")?;
-                    if r.compressor != compressor::Value::Identity as i32 {
-                        return Err(Error::InvalidArgument(
-                            "compressed uploads are not supported".into(),
-                        ));
-                    }
-                    if key.size > max_blob {
-                        return Err(Error::InvalidArgument(format!(
-                            "blob of {} bytes exceeds the limit of {max_blob}",
-                            key.size
-                        )));
-                    }
-                    store.put_bytes(key, &r.data)
-                })();
-                batch_update_blobs_response::Response {
-                    digest,
-                    status: Some(match outcome {
-                        Ok(()) => ok_status(),
-                        Err(e) => e.to_rpc_status(),
-                    }),
+            let check = |r: &batch_update_blobs_request::Request| -> Result<BlobKey> {
+                let key = BlobKey::from_opt(function, r.digest.as_ref(), "digest")?;
+                if r.compressor != compressor::Value::Identity as i32 {
+                    return Err(Error::InvalidArgument(
+                        "compressed uploads are not supported".into(),
+                    ));
                 }
+                if key.size > max_blob {
+                    return Err(Error::InvalidArgument(format!(
+                        "blob of {} bytes exceeds the limit of {max_blob}",
+                        key.size
+                    )));
+                }
+                Ok(key)
             };
-            // Each blob waits for its own fsyncs (file, then directory).
-            // One after another, a batch of small blobs was bound by the
-            // disk's flush latency (~300 blobs/s); on a few threads the
-            // filesystem commits their fsyncs together.
-            let n = req.requests.len();
-            let threads = n.div_ceil(BLOBS_PER_THREAD).clamp(1, MAX_BATCH_THREADS);
-            if threads == 1 {
-                let responses = req.requests.into_iter().map(put).collect();
-                return Ok(BatchUpdateBlobsResponse { responses });
-            }
-            let mut rest = req.requests;
-            let per = n.div_ceil(threads);
-            let mut parts = Vec::with_capacity(threads);
-            while !rest.is_empty() {
-                let tail = rest.split_off(per.min(rest.len()));
-                parts.push(std::mem::replace(&mut rest, tail));
-            }
-            let responses = std::thread::scope(|s| {
-                let handles: Vec<_> = parts
-                    .into_iter()
-                    .map(|part| s.spawn(|| part.into_iter().map(&put).collect::<Vec<_>>()))
-                    .collect();
-                handles
-                    .into_iter()
-                    .map(|h| {
-                        h.join()
-                            .map_err(|_| Error::Internal("a batch upload thread panicked".into()))
-                    })
-                    .collect::<Result<Vec<_>>>()
-            })?
-            .into_iter()
-            .flatten()
-            .collect();
+            let checked: Vec<Result<BlobKey>> = req.requests.iter().map(check).collect();
+            // The valid blobs are stored together (one group commit, see
+            // `crate::cas::batch`); the others keep their error.
+            let valid: Vec<(BlobKey, &[u8])> = checked
+                .iter()
+                .zip(&req.requests)
+                .filter_map(|(k, r)| k.as_ref().ok().map(|k| (*k, r.data.as_slice())))
+                .collect();
+            let mut stored = store.put_batch(&valid).into_iter();
+            let responses = checked
+                .into_iter()
+                .zip(&req.requests)
+                .map(|(k, r)| {
+                    let outcome = k.and_then(|_| {
+                        stored.next().unwrap_or_else(|| {
+                            Err(Error::Internal("a blob of the batch was not stored".into()))
+                        })
+                    });
+                    batch_update_blobs_response::Response {
+                        digest: r.digest.clone(),
+                        status: Some(match outcome {
+                            Ok(()) => ok_status(),
+                            Err(e) => e.to_rpc_status(),
+                        }),
+                    }
+                })
+                .collect();
             Ok(BatchUpdateBlobsResponse { responses })
         })
         .await

@@ -32,6 +32,11 @@ type OpStream = Pin<Box<dyn Stream<Item = Result<LroOperation, Status>> + Send>>
 /// follow each other faster than the client reads), the done state last.
 /// Polled by the response itself, with no task or channel in between.
 pub fn follow(op: Arc<Operation>) -> OpStream {
+    let current = op.current();
+    if current.done {
+        // A cache hit (or a finished operation): its one and last state.
+        return Box::pin(tokio_stream::once(Ok((*current).clone())));
+    }
     Box::pin(Follow {
         states: tokio_stream::wrappers::WatchStream::new(op.subscribe()),
         done: false,
