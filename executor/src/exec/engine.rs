@@ -23,6 +23,7 @@ use tracing::{Instrument, info, info_span, warn};
 
 use crate::action_cache::ActionCache;
 use crate::auth::Caller;
+use crate::cas::store::Deferred;
 use crate::cas::{Store, blocking};
 use crate::digest::BlobKey;
 use crate::error::{Error, Result};
@@ -177,8 +178,9 @@ fn lro(
 
 /// What the cache lookup found.
 enum Looked {
-    /// A cached result, inlined as asked.
-    Hit(Box<ActionResult>),
+    /// A cached result, inlined as asked, and the blobs its refreshed
+    /// provenance put in the CAS, to make durable after the response.
+    Hit(Box<ActionResult>, Vec<Deferred>),
     /// No usable result: the action, prepared to run.
     Miss(Box<Prepared>),
 }
@@ -397,10 +399,13 @@ impl Engine {
                 if let Some(mut r) = found {
                     choices.recheck_trust(action.platform.as_ref())?;
                     inline_result(&store, key.function, &mut r, &inline)?;
-                    if let Err(e) = prov.refresh_in_result(&store, key.function, &mut r) {
-                        warn!(cause = %e, "cannot refresh the provenance of a cached result");
-                    }
-                    return Ok(Looked::Hit(Box::new(r)));
+                    let pending = prov
+                        .refresh_in_result(&store, key.function, &mut r)
+                        .unwrap_or_else(|e| {
+                            warn!(cause = %e, "cannot refresh the provenance of a cached result");
+                            Vec::new()
+                        });
+                    return Ok(Looked::Hit(Box::new(r), pending));
                 }
             }
             action::prepare(&store, &choices, limits, key, action, inline)
@@ -408,7 +413,21 @@ impl Engine {
         })
         .await?;
         let prepared = match looked {
-            Looked::Hit(result) => return Ok(self.cached(key, *result)),
+            Looked::Hit(result, pending) => {
+                let op = self.cached(key, *result);
+                if !pending.is_empty() {
+                    let store = self.store.clone();
+                    tokio::spawn(blocking(move || {
+                        for d in pending {
+                            if let Err(e) = store.make_durable(d) {
+                                warn!(cause = %e, "cannot make a refreshed provenance bundle durable");
+                            }
+                        }
+                        Ok(())
+                    }));
+                }
+                return Ok(op);
+            }
             Looked::Miss(p) => *p,
         };
         let (op, admission) = {

@@ -31,6 +31,7 @@ use hermetic_proto::v1::{BlobDigest, ProvenanceRef};
 use tracing::info;
 
 use crate::cas::Store;
+use crate::cas::store::Deferred;
 use crate::config::ProvenanceConfig;
 use crate::digest::{BlobKey, DigestFunction};
 use crate::error::{Error, Result};
@@ -275,30 +276,42 @@ impl Provenance {
     /// For a cache hit: replaces the ref in `result` by one naming a fresh
     /// bundle of the same attestation and the current keyring (stored in
     /// the CAS). A result without provenance is left alone. Blocking.
+    ///
+    /// The new blobs are readable at once but not yet durable: the caller
+    /// makes the returned ones durable after the response
+    /// ([`Store::make_durable`]). Nothing durable names them (the refreshed
+    /// result goes to the client, never into the action cache), and either
+    /// can be made again from the log, so a hit does not wait for the disk.
     pub fn refresh_in_result(
         &self,
         store: &Store,
         function: DigestFunction,
         result: &mut bazel_remote_apis::build::bazel::remote::execution::v2::ActionResult,
-    ) -> Result<()> {
+    ) -> Result<Vec<Deferred>> {
         if self.refresh_recent(store, function, result) {
-            return Ok(());
+            return Ok(Vec::new());
         }
         let Some(mut r) = from_result(result) else {
-            return Ok(());
+            return Ok(Vec::new());
         };
         let size = self.with(|a| a.log().size());
         let bundle = self.bundle_for(r.log_index)?.to_json();
         let keyring = self.with(|a| a.keyring().to_json());
-        r.bundle = Some(pointers::blob(&store.put_new(function, &bundle)?));
-        r.keyring = Some(pointers::blob(&store.put_new(function, &keyring)?));
+        let mut pending = Vec::new();
+        let mut put = |data: &[u8]| -> Result<BlobKey> {
+            let (key, deferred) = store.put_deferred(function, data)?;
+            pending.extend(deferred);
+            Ok(key)
+        };
+        r.bundle = Some(pointers::blob(&put(&bundle)?));
+        r.keyring = Some(pointers::blob(&put(&keyring)?));
         pointers::replace_in_result(result, &r);
         let mut memo = lock(&self.refreshed);
         if memo.0 != size || memo.1.len() >= MAX_REFRESHED {
             *memo = (size, HashMap::new());
         }
         memo.1.insert(r.log_index, r);
-        Ok(())
+        Ok(pending)
     }
 }
 
