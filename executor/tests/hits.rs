@@ -16,34 +16,26 @@ use bazel_remote_apis::build::bazel::remote::execution::v2::{
     execution_client::ExecutionClient,
 };
 use common::TestServer;
-use common::actions::{put_action, put_tree, response_of, sh};
+use common::actions::{follow, put_action, put_tree, sh};
 use common::fake::{configure, python_available};
 use hermetic_proto::ImagesClient;
 use hermetic_proto::v1::{InspectImageRequest, SetTrustRequest};
 use hermeticd::digest::{BlobKey, DigestFunction};
 use prost::Message;
-use tokio_stream::StreamExt;
 use tonic::transport::Channel;
 
 const F: DigestFunction = DigestFunction::Sha256;
 
 /// Execute with nothing inlined (the memoized path serves only those).
 async fn execute(channel: &Channel, action: BlobKey) -> Result<ExecuteResponse, tonic::Status> {
-    let mut stream = ExecutionClient::new(channel.clone())
-        .execute(ExecuteRequest {
-            action_digest: Some(action.to_proto()),
-            digest_function: F.to_proto(),
-            ..Default::default()
-        })
-        .await?
-        .into_inner();
-    let mut last = None;
-    while let Some(op) = stream.next().await {
-        last = Some(op?);
-    }
-    let last = last.expect("at least one operation");
-    assert!(last.done, "the stream ended before the operation was done");
-    Ok(response_of(&last))
+    let request = ExecuteRequest {
+        action_digest: Some(action.to_proto()),
+        digest_function: F.to_proto(),
+        ..Default::default()
+    };
+    follow(&mut ExecutionClient::new(channel.clone()), request)
+        .await
+        .map(|(_, response)| response)
 }
 
 async fn get_result(channel: &Channel, action: BlobKey) -> Result<ActionResult, tonic::Status> {

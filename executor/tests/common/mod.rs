@@ -532,24 +532,31 @@ pub mod actions {
             .stage
     }
 
-    /// Executes and follows the stream to the end.
+    /// Executes (stdout and stderr inlined) and follows the stream to the
+    /// end.
     pub async fn execute(
         exec: &mut ExecutionClient<Channel>,
         f: DigestFunction,
         action: BlobKey,
         skip_cache_lookup: bool,
     ) -> Result<(Vec<Operation>, ExecuteResponse), tonic::Status> {
-        let mut stream = exec
-            .execute(ExecuteRequest {
-                action_digest: Some(action.to_proto()),
-                skip_cache_lookup,
-                digest_function: f.to_proto(),
-                inline_stdout: true,
-                inline_stderr: true,
-                ..Default::default()
-            })
-            .await?
-            .into_inner();
+        let request = ExecuteRequest {
+            action_digest: Some(action.to_proto()),
+            skip_cache_lookup,
+            digest_function: f.to_proto(),
+            inline_stdout: true,
+            inline_stderr: true,
+            ..Default::default()
+        };
+        follow(exec, request).await
+    }
+
+    /// Sends `request` and follows the stream to the end.
+    pub async fn follow(
+        exec: &mut ExecutionClient<Channel>,
+        request: ExecuteRequest,
+    ) -> Result<(Vec<Operation>, ExecuteResponse), tonic::Status> {
+        let mut stream = exec.execute(request).await?.into_inner();
         let mut ops = Vec::new();
         while let Some(op) = stream.next().await {
             ops.push(op?);
