@@ -262,6 +262,50 @@ async fn executed_actions_are_attested_and_served() {
     server.stop().await;
 }
 
+/// A cache hit names the bundle stored with the result while no key was
+/// rotated or revoked, also after the log grew (the original inclusion
+/// proof still verifies): a hit stores nothing new. (A rotation or a
+/// revocation makes hits get a fresh bundle: client/tests/provenance.rs.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cache_hit_keeps_its_bundle_while_no_key_changes() {
+    let Some(server) = start_with(SandboxMode::Supervisor, |_| {}).await else {
+        return;
+    };
+    let channel = server.unix_channel().await;
+    if !probe(&channel).await {
+        return;
+    }
+    let f = DigestFunction::Blake3;
+    let mut spec = sh("cat src/in.txt > out");
+    spec.output_paths = vec!["out".into()];
+    let files: &[(&str, &[u8], bool)] = &[("src/in.txt", b"kept\n", false)];
+    let (_, first, action) = run(&channel, f, &spec, files).await;
+    assert!(!first.cached_result);
+    let bundle_of = |r: &ExecuteResponse| r.server_logs["provenance"].digest.clone().unwrap();
+    let mut exec = ExecutionClient::new(channel.clone());
+    let (_, hit) = execute(&mut exec, f, action, false).await.unwrap();
+    assert!(hit.cached_result);
+    assert_eq!(bundle_of(&hit), bundle_of(&first));
+    // Another action appends to the log: the first one's proof is against
+    // an older checkpoint, and still verifies.
+    let other = sh("echo other > out");
+    run(
+        &channel,
+        f,
+        &ActionSpec {
+            output_paths: vec!["out".into()],
+            ..other
+        },
+        &[],
+    )
+    .await;
+    let (_, again) = execute(&mut exec, f, action, false).await.unwrap();
+    assert!(again.cached_result);
+    assert_eq!(bundle_of(&again), bundle_of(&first));
+    let bundle = Bundle::from_json(&read_blob(&channel, f, &bundle_of(&again)).await).unwrap();
+    verify::verify_artifact(b"kept\n", &bundle, &keyring(&channel).await).unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_build_step_cannot_read_the_signing_key() {
     let Some(server) = start_with(SandboxMode::Supervisor, |_| {}).await else {

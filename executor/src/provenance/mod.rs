@@ -64,7 +64,8 @@ pub struct Provenance {
     trust_logged: Mutex<HashSet<(String, String)>>,
     /// Each image's Debian packages (by BLAKE3 hex), read once.
     packages: Mutex<HashMap<String, Option<Arc<DpkgDb>>>>,
-    /// Refs refreshed for cache hits, by log index, valid while the log
+    /// The refs cache hits get (refreshed, or the stored one when no key
+    /// changed since), by log index, valid while the log
     /// has the size recorded beside them (any append, key events
     /// included, makes a newer checkpoint): repeated hits between two
     /// appends neither re-prove nor re-store anything.
@@ -275,7 +276,9 @@ impl Provenance {
 
     /// For a cache hit: replaces the ref in `result` by one naming a fresh
     /// bundle of the same attestation and the current keyring (stored in
-    /// the CAS). A result without provenance is left alone. Blocking.
+    /// the CAS) when a key was rotated or revoked since it was attested;
+    /// otherwise the stored bundle still verifies and the ref stays. A
+    /// result without provenance is left alone. Blocking.
     ///
     /// The new blobs are readable at once but not yet durable: the caller
     /// makes the returned ones durable after the response
@@ -294,9 +297,18 @@ impl Provenance {
         let Some(mut r) = from_result(result) else {
             return Ok(Vec::new());
         };
-        let size = self.with(|a| a.log().size());
-        let bundle = self.bundle_for(r.log_index)?.to_json();
         let keyring = self.with(|a| a.keyring().to_json());
+        // No key rotated or revoked since the result was attested (its
+        // keyring is today's): the bundle stored with it verifies as it
+        // is, so none is made (a new file per hit otherwise, which on a
+        // busy filesystem costs a hit more than everything else).
+        let size = self.with(|a| a.log().size());
+        let ring = crate::digest::key_of(function, &keyring);
+        if r.keyring == Some(pointers::blob(&ring)) && stored(store, function, &r.bundle) {
+            self.remember(size, r);
+            return Ok(Vec::new());
+        }
+        let bundle = self.bundle_for(r.log_index)?.to_json();
         let mut pending = Vec::new();
         let mut put = |data: &[u8]| -> Result<BlobKey> {
             let (key, deferred) = store.put_deferred(function, data)?;
@@ -306,12 +318,18 @@ impl Provenance {
         r.bundle = Some(pointers::blob(&put(&bundle)?));
         r.keyring = Some(pointers::blob(&put(&keyring)?));
         pointers::replace_in_result(result, &r);
+        self.remember(size, r);
+        Ok(pending)
+    }
+
+    /// Remembers the ref hits of entry `r.log_index` get while the log has
+    /// `size` entries (see [`Provenance::refresh_recent`]).
+    fn remember(&self, size: u64, r: ProvenanceRef) {
         let mut memo = lock(&self.refreshed);
         if memo.0 != size || memo.1.len() >= MAX_REFRESHED {
             *memo = (size, HashMap::new());
         }
         memo.1.insert(r.log_index, r);
-        Ok(pending)
     }
 }
 
@@ -332,11 +350,7 @@ impl Provenance {
         let Ok(size) = self.attestor.try_lock().map(|a| a.log().size()) else {
             return false;
         };
-        let stored = |b: &Option<BlobDigest>| {
-            b.as_ref().is_some_and(|b| {
-                BlobKey::parse(function, &b.hash, b.size_bytes).is_ok_and(|k| store.contains(&k))
-            })
-        };
+        let stored = |b: &Option<BlobDigest>| stored(store, function, b);
         let fresh = {
             let memo = lock(&self.refreshed);
             (memo.0 == size)
@@ -351,6 +365,13 @@ impl Provenance {
             _ => false,
         }
     }
+}
+
+/// Whether the blob `b` points at is in the CAS.
+fn stored(store: &Store, function: DigestFunction, b: &Option<BlobDigest>) -> bool {
+    b.as_ref().is_some_and(|b| {
+        BlobKey::parse(function, &b.hash, b.size_bytes).is_ok_and(|k| store.contains(&k))
+    })
 }
 
 /// Appends `trust` to the log unless an identical record is there already.
