@@ -310,6 +310,7 @@ pub async fn run(
             }
         }
     }
+    super::hang_up(targets).await;
     drop(casd);
     drop(daemon);
     let _ = std::fs::remove_dir_all(&proj);

