@@ -131,7 +131,7 @@ impl Local {
                 return Ok(());
             }
             let mut file = File::open(&path).map_err(Error::io("open", &path))?;
-            let mut writer = store.writer(key.function)?;
+            let mut writer = store.writer_for(key)?;
             let mut buf = vec![0u8; CHUNK];
             loop {
                 let n = file.read(&mut buf).map_err(Error::io("read", &path))?;

@@ -2,6 +2,7 @@
 //! tree validation.
 
 pub mod batch;
+pub mod direct;
 pub mod index;
 pub mod store;
 pub mod tree;

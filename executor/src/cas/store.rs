@@ -9,7 +9,8 @@
 //!
 //! Every blob is written to a temp file, verified against its digest,
 //! fsynced, made read-only and renamed into place, so a crash never leaves a
-//! torn or wrong blob under a blob's name. All methods block: call them from
+//! torn or wrong blob under a blob's name. Large uploads are written around
+//! the page cache ([`crate::cas::direct`]). All methods block: call them from
 //! `spawn_blocking` (see [`crate::cas::blocking`]).
 
 use std::collections::HashMap;
@@ -21,6 +22,7 @@ use std::sync::Mutex;
 
 use tracing::{debug, info, warn};
 
+use crate::cas::direct;
 use crate::cas::index::Index;
 use crate::digest::{BlobKey, DigestFunction, Hasher};
 use crate::error::{Error, Result};
@@ -233,7 +235,29 @@ impl Store {
             hasher: function.hasher(),
             written: 0,
             early_writeback: self.fsync,
+            direct: None,
         })
+    }
+
+    /// Starts a streamed write of `key`'s bytes: [`Store::writer`], but a
+    /// large blob of a store that fsyncs is written around the page cache
+    /// (see [`crate::cas::direct`]).
+    pub fn writer_for(&self, key: BlobKey) -> Result<BlobWriter> {
+        if !self.fsync || key.size < direct::DIRECT_MIN {
+            return self.writer(key.function);
+        }
+        let path = self.tmp.join(uuid::Uuid::new_v4().to_string());
+        match direct::create(&path).map_err(Error::io("create", &path))? {
+            Some(file) => Ok(BlobWriter {
+                file,
+                path,
+                hasher: key.function.hasher(),
+                written: 0,
+                early_writeback: false,
+                direct: Some(direct::DirectBuf::default()),
+            }),
+            None => self.writer(key.function),
+        }
     }
 
     /// Verifies a finished write against `expected` and moves it into
@@ -257,6 +281,8 @@ impl Store {
         if actual != expected {
             return Err(Error::DigestMismatch { expected, actual });
         }
+        let mut writer = writer;
+        writer.finish_writes()?;
         if self.fsync {
             writer
                 .file
@@ -540,6 +566,9 @@ pub struct BlobWriter {
     /// Start writing back each full [`WRITEBACK_STEP`] as it is written,
     /// so that the fsync at commit has little left to wait for.
     early_writeback: bool,
+    /// Bytes gathered for the next direct write, when the file was opened
+    /// with `O_DIRECT`; written out by [`BlobWriter::finish_writes`].
+    direct: Option<direct::DirectBuf>,
 }
 
 /// Bytes between two early writeback requests of a large blob.
@@ -567,9 +596,11 @@ impl BlobWriter {
     /// Appends bytes that the caller hashes itself (see
     /// [`BlobWriter::hasher`]).
     pub fn write_unhashed(&mut self, data: &[u8]) -> Result<()> {
-        self.file
-            .write_all(data)
-            .map_err(Error::io("write", &self.path))?;
+        match &mut self.direct {
+            Some(d) => d.write(&mut self.file, data),
+            None => self.file.write_all(data),
+        }
+        .map_err(Error::io("write", &self.path))?;
         let before = self.written;
         self.written += data.len() as u64;
         if self.early_writeback && before / WRITEBACK_STEP != self.written / WRITEBACK_STEP {
@@ -577,6 +608,17 @@ impl BlobWriter {
             start_writeback(&self.file, end - WRITEBACK_STEP, WRITEBACK_STEP);
         }
         Ok(())
+    }
+
+    /// Writes out bytes still gathered for a direct write (before the
+    /// file is fsynced, renamed or read).
+    fn finish_writes(&mut self) -> Result<()> {
+        match self.direct.take() {
+            Some(d) => d
+                .finish(&mut self.file)
+                .map_err(Error::io("write", &self.path)),
+            None => Ok(()),
+        }
     }
 
     /// The temp file.
@@ -729,6 +771,46 @@ mod tests {
         assert!(store.contains(&key));
         assert!(store.contains(&DigestFunction::Sha256.empty()));
         assert_eq!(fs::read_dir(dir.path().join("tmp")).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn large_blobs_written_around_the_cache_come_back_whole() {
+        // On disk (the crate's directory), not a tmpfs, so that the
+        // direct path is the one taken.
+        let dir = tempfile::tempdir_in(env!("CARGO_MANIFEST_DIR")).unwrap();
+        let store = Store::open(dir.path(), 1 << 30, true).unwrap();
+        let data: Vec<u8> = (0..direct::DIRECT_MIN as usize + 12_345)
+            .map(|i| (i % 251) as u8)
+            .collect();
+        let key = key_of(DigestFunction::Sha256, &data);
+        let mut w = store.writer_for(key).unwrap();
+        assert!(w.direct.is_some(), "a large blob of an fsyncing store");
+        for piece in data.chunks(1 << 20) {
+            w.write(piece).unwrap();
+        }
+        store.commit(w, key).unwrap();
+        assert_eq!(store.read(&key).unwrap(), data);
+        // A wrong digest stores nothing and leaves no temp file.
+        let mut bad = key;
+        bad.hash[0] ^= 1;
+        let mut w = store.writer_for(bad).unwrap();
+        w.write(&data).unwrap();
+        assert!(matches!(
+            store.commit(w, bad),
+            Err(Error::DigestMismatch { .. })
+        ));
+        assert!(!store.contains(&bad));
+        assert_eq!(fs::read_dir(dir.path().join("tmp")).unwrap().count(), 0);
+        // A store without fsync, and a small blob, take the page cache.
+        assert!(
+            store
+                .writer_for(DigestFunction::Sha256.empty())
+                .unwrap()
+                .direct
+                .is_none()
+        );
+        let quick = Store::open(&dir.path().join("quick"), 1 << 30, false).unwrap();
+        assert!(quick.writer_for(key).unwrap().direct.is_none());
     }
 
     #[test]

@@ -250,7 +250,7 @@ impl ByteStreamService {
         if let Some(u) = uploads.get(name) {
             return Ok(u.clone());
         }
-        let writer = self.ctx.store.writer(key.function)?;
+        let writer = self.ctx.store.writer_for(key)?;
         let u = Arc::new(Slot {
             committed: Arc::new(AtomicU64::new(0)),
             upload: tokio::sync::Mutex::new(Upload {
