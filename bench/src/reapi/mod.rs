@@ -102,8 +102,10 @@ pub struct Results {
 
 /// Runs every measurement.
 pub fn run(inputs: &Inputs, plan: Plan) -> Result<Results> {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
+    // One client thread, as in the peer suite (`crate::peer::run`): a
+    // call and its connection never wait for another client thread to
+    // wake, so the client's own hops do not count against the daemon.
+    let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
     rt.block_on(run_all(inputs, plan))
@@ -145,6 +147,7 @@ async fn run_all(inputs: &Inputs, plan: Plan) -> Result<Results> {
     if want("bytestream") {
         bytestream(plan, &channel, &inputs.work, &mut r).await?;
     }
+    crate::peer::hang_up(channel).await;
     drop(daemon);
     Ok(r)
 }

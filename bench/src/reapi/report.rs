@@ -172,8 +172,9 @@ pub fn section(run: &Run) -> String {
          ### Where a no-op cache miss spends its time (medians, ms)\n\n{}\n\
          ### How\n\n\
          A release `hermeticd` (default configuration: sandbox supervisor, fsync on, strict profile, \
-         busybox default image) serves a Unix socket; the harness is its gRPC client on the same 2 CPUs. \
-         Latencies are the client's, from the request to the end of the Execute stream or the response.\n\n\
+         busybox default image) serves a Unix socket; the harness is its gRPC client on the same 2 CPUs, on one \
+         thread (a current-thread tokio runtime; every run starts after `sync` and dropping the page \
+         cache). Latencies are the client's, from the request to the end of the Execute stream or the response.\n\n\
          1. **No-op, cache miss**: `/bin/true`, empty input root, a distinct salt per action (uploading the \
          Action is not timed). Interleaved with the helper's own no-op: `/bin/true` through a \
          `hermetic-sandbox --supervisor` the harness drives directly (the sandbox-start benchmark's \
