@@ -194,7 +194,7 @@ impl Store {
             self.put_bytes(key, data)?;
             return Ok((key, None));
         }
-        let path = self.tmp.join(uuid::Uuid::new_v4().to_string());
+        let path = self.temp_path();
         let guard = TempGuard(path.clone());
         let mut file = File::create(&path).map_err(Error::io("create", &path))?;
         file.write_all(data).map_err(Error::io("write", &path))?;
@@ -225,9 +225,14 @@ impl Store {
         done
     }
 
+    /// A fresh name under `tmp/` (emptied at start-up).
+    fn temp_path(&self) -> PathBuf {
+        self.tmp.join(uuid::Uuid::new_v4().to_string())
+    }
+
     /// Starts a streamed write into a temp file.
     pub fn writer(&self, function: DigestFunction) -> Result<BlobWriter> {
-        let path = self.tmp.join(uuid::Uuid::new_v4().to_string());
+        let path = self.temp_path();
         let file = File::create(&path).map_err(Error::io("create", &path))?;
         Ok(BlobWriter {
             file,
@@ -246,7 +251,7 @@ impl Store {
         if !self.fsync || key.size < direct::DIRECT_MIN {
             return self.writer(key.function);
         }
-        let path = self.tmp.join(uuid::Uuid::new_v4().to_string());
+        let path = self.temp_path();
         match direct::create(&path).map_err(Error::io("create", &path))? {
             Some(file) => Ok(BlobWriter {
                 file,
@@ -413,7 +418,7 @@ impl Store {
         let have = if exec { v.exec } else { v.plain };
         if !have {
             let src = self.path(key, !exec);
-            let tmp = self.tmp.join(uuid::Uuid::new_v4().to_string());
+            let tmp = self.temp_path();
             let guard = TempGuard(tmp.clone());
             fs::copy(&src, &tmp).map_err(Error::io("copy", &src))?;
             self.install(&tmp, *key, exec)?;
