@@ -3,9 +3,9 @@
 //! Two ways, chosen by `[cas] batch_commit` for batches of
 //! [`GROUP_MIN`] blobs or more (smaller ones take the first):
 //! - `fsync` (default): every blob is written and verified with its
-//!   writeback started (as many threads as CPUs), then each is fsynced and
-//!   renamed on a few threads (the filesystem commits concurrent
-//!   fsyncs together), then each directory that received blobs is fsynced
+//!   writeback started (as many threads as CPUs), then each is fsynced on
+//!   a few threads (the filesystem commits concurrent fsyncs together),
+//!   then all are renamed, then each directory that received blobs is fsynced
 //!   once (a batch touches at most the 256 shard directories of its digest
 //!   function) instead of once per blob.
 //! - `syncfs`: every blob is written to a temp file and verified, the
@@ -115,13 +115,21 @@ impl Store {
         } else {
             cpu_threads()
         };
-        // The directory to fsync when installed now, `None` when stored
-        // already (or the blob's error).
+        // Every file fsynced before any is renamed: renames between the
+        // fsyncs would add directory updates to each journal commit the
+        // fsyncs wait for (1 KiB files here: 3,400 fsyncs on 16 threads
+        // took 109 ms alone, 178 ms with each followed by its rename).
         let pending: Vec<(BlobKey, Result<Option<BlobWriter>>)> =
             blobs.iter().map(|(k, _)| *k).zip(written).collect();
-        let staged = parallel(pending, threads, |(key, w)| match w? {
-            None => Ok(None),
-            Some(w) => self.commit_unsynced(w, key).map(Some),
+        let sealed = parallel(pending, threads, |(key, w)| match w? {
+            None => Ok((key, None)),
+            Some(w) => self.seal(w, key).map(|w| (key, Some(w))),
+        });
+        // The directory to fsync when installed now, `None` when stored
+        // already (or the blob's error).
+        let staged = parallel(sealed, cpu_threads(), |sealed| match sealed? {
+            (_, None) => Ok(None),
+            (key, Some(w)) => self.install_unsynced(w.path(), key, false).map(Some),
         });
         let dirs: Vec<&PathBuf> = staged
             .iter()

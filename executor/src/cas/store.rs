@@ -268,7 +268,11 @@ impl Store {
     /// Verifies a finished write against `expected` and moves it into
     /// place; on a mismatch the temp file is removed and nothing is stored.
     pub fn commit(&self, writer: BlobWriter, expected: BlobKey) -> Result<()> {
-        let dir = self.commit_unsynced(writer, expected)?;
+        // Verified and fsynced first, so nothing torn is ever under a
+        // blob's name; the writer's Drop removes the temp file unless it
+        // was renamed.
+        let writer = self.seal(writer, expected)?;
+        let dir = self.install_unsynced(&writer.path, expected, false)?;
         if self.fsync {
             sync_dir(&dir)?;
         }
@@ -276,17 +280,14 @@ impl Store {
         Ok(())
     }
 
-    /// [`Store::commit`] up to the rename: the file is verified and
-    /// fsynced (so nothing torn is ever under a blob's name), the
-    /// directory's fsync and eviction are left to the caller, who syncs
-    /// the directory returned before acknowledging the blob.
-    pub(super) fn commit_unsynced(&self, writer: BlobWriter, expected: BlobKey) -> Result<PathBuf> {
-        // The writer's Drop removes the temp file unless it was renamed.
+    /// Checks a finished write against `expected` and makes its bytes
+    /// durable (when the store fsyncs), ready to be renamed into place.
+    /// On a mismatch the writer is dropped, which removes the temp file.
+    pub(super) fn seal(&self, mut writer: BlobWriter, expected: BlobKey) -> Result<BlobWriter> {
         let actual = writer.hasher.clone().finish_sized(writer.written);
         if actual != expected {
             return Err(Error::DigestMismatch { expected, actual });
         }
-        let mut writer = writer;
         writer.finish_writes()?;
         if self.fsync {
             writer
@@ -294,7 +295,7 @@ impl Store {
                 .sync_all()
                 .map_err(Error::io("fsync", &writer.path))?;
         }
-        self.install_unsynced(&writer.path, expected, false)
+        Ok(writer)
     }
 
     /// Moves a verified file into place as `key`'s variant, setting its
