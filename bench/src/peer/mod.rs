@@ -433,6 +433,18 @@ pub fn noise(seed: u64, len: usize) -> Vec<u8> {
 
 /// Uploads to hermeticd, buildbox-casd and, when given, a hermeticd with
 /// fsync off (casd's durability: it never fsyncs).
+/// An upload that has not finished in this long has stalled.
+const UPLOAD_STALL: Duration = Duration::from_secs(300);
+
+/// Runs an upload, failing (naming the server) if it stalls instead of
+/// leaving the run hanging: once, a 1 GiB ByteStream Write to casd stopped
+/// at 904 MiB with every socket queue empty and both ends idle.
+async fn stalled<T>(upload: impl Future<Output = Result<T>>, server: &str) -> Result<T> {
+    tokio::time::timeout(UPLOAD_STALL, upload)
+        .await
+        .map_err(|_| anyhow::anyhow!("{server}: an upload made no end in {UPLOAD_STALL:?}"))?
+}
+
 /// Writes back every dirty page (untimed), so that an upload does not pay
 /// for the writeback of what an earlier one left in the page cache (casd
 /// and the fsync-off server leave theirs there).
@@ -464,7 +476,7 @@ async fn uploads(
                 .collect();
             settle_disk();
             let start = Instant::now();
-            upload(&all[v].channel, &blobs).await?;
+            stalled(upload(&all[v].channel, &blobs), all[v].name).await?;
             let secs = start.elapsed().as_secs_f64();
             // Round 0 warms up.
             if round > 0 {
@@ -485,7 +497,11 @@ async fn uploads(
             drop(data);
             settle_disk();
             let start = Instant::now();
-            tree::write_chunks(&all[v].channel, key, chunks).await?;
+            stalled(
+                tree::write_chunks(&all[v].channel, key, chunks),
+                all[v].name,
+            )
+            .await?;
             large[v].push(plan.large_size as f64 / 1e6 / start.elapsed().as_secs_f64());
         }
     }
