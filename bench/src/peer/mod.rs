@@ -437,8 +437,9 @@ pub fn noise(seed: u64, len: usize) -> Vec<u8> {
 const UPLOAD_STALL: Duration = Duration::from_secs(300);
 
 /// Runs an upload, failing (naming the server) if it stalls instead of
-/// leaving the run hanging: once, a 1 GiB ByteStream Write to casd stopped
-/// at 904 MiB with every socket queue empty and both ends idle.
+/// leaving the run hanging: twice a 1 GiB ByteStream Write to casd stopped
+/// mid-way, every socket queue empty and both ends idle, while the disk
+/// was 94% full (likely casd holding uploads while short of space).
 async fn stalled<T>(upload: impl Future<Output = Result<T>>, server: &str) -> Result<T> {
     tokio::time::timeout(UPLOAD_STALL, upload)
         .await

@@ -234,14 +234,7 @@ impl Store {
     pub fn writer(&self, function: DigestFunction) -> Result<BlobWriter> {
         let path = self.temp_path();
         let file = File::create(&path).map_err(Error::io("create", &path))?;
-        Ok(BlobWriter {
-            file,
-            path,
-            hasher: function.hasher(),
-            written: 0,
-            early_writeback: self.fsync,
-            direct: None,
-        })
+        Ok(self.blob_writer(file, path, function, None))
     }
 
     /// Starts a streamed write of `key`'s bytes: [`Store::writer`], but a
@@ -253,15 +246,29 @@ impl Store {
         }
         let path = self.temp_path();
         match direct::create(&path).map_err(Error::io("create", &path))? {
-            Some(file) => Ok(BlobWriter {
-                file,
-                path,
-                hasher: key.function.hasher(),
-                written: 0,
-                early_writeback: false,
-                direct: Some(direct::DirectBuf::default()),
-            }),
+            Some(file) => {
+                Ok(self.blob_writer(file, path, key.function, Some(direct::DirectBuf::default())))
+            }
             None => self.writer(key.function),
+        }
+    }
+
+    /// A writer of the new temp file `file` at `path`; early writeback
+    /// only for buffered writes of a store that fsyncs.
+    fn blob_writer(
+        &self,
+        file: File,
+        path: PathBuf,
+        function: DigestFunction,
+        direct: Option<direct::DirectBuf>,
+    ) -> BlobWriter {
+        BlobWriter {
+            file,
+            path,
+            hasher: function.hasher(),
+            written: 0,
+            early_writeback: self.fsync && direct.is_none(),
+            direct,
         }
     }
 
