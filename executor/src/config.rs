@@ -234,15 +234,20 @@ pub struct CasConfig {
     /// power loss; a killed daemon still never shows a torn blob). Default
     /// false.
     pub no_fsync: bool,
-    /// How a BatchUpdateBlobs request of 64 blobs or more is made durable
-    /// before it is acknowledged: `"fsync"` (default) writes and fsyncs
-    /// each blob's file on a few threads (the filesystem commits their
-    /// fsyncs together), renames it into place, then fsyncs each directory
+    /// How a BatchUpdateBlobs request is made durable before it is
+    /// acknowledged: `"journal"` (default) writes every blob to a temp
+    /// file, appends them all to the CAS journal and flushes it once
+    /// (`fdatasync`), then renames the files into place; a checkpoint
+    /// flushes the files later (30 s on, on a background thread) and drops
+    /// the records, and a start-up after a crash restores any file the
+    /// crash lost from the journal. `"fsync"` (for batches of 64 blobs or
+    /// more; smaller ones fsync each blob) writes and fsyncs each blob's
+    /// file on a few threads (the filesystem commits their fsyncs
+    /// together), renames it into place, then fsyncs each directory
     /// renamed into once; `"syncfs"` writes every blob, flushes the store's
     /// filesystem once (`syncfs`), renames them into place and flushes once
-    /// more: faster on a filesystem of its own, but it also flushes every
-    /// other writer's data on that filesystem, so on a shared one it can
-    /// take seconds. Ignored with `no_fsync`.
+    /// more: it also flushes every other writer's data on that filesystem,
+    /// so on a shared one it can take seconds. Ignored with `no_fsync`.
     pub batch_commit: BatchCommit,
 }
 
@@ -250,8 +255,10 @@ pub struct CasConfig {
 #[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
 pub enum BatchCommit {
-    /// An fsync per blob and one per directory.
+    /// One flush of the journal per batch; the files are flushed later.
     #[default]
+    Journal,
+    /// An fsync per blob and one per directory.
     Fsync,
     /// Two `syncfs` of the store's filesystem per batch.
     Syncfs,
@@ -569,6 +576,7 @@ mod tests {
         assert!(!config.action_cache.allow_client_updates);
         assert_eq!(config.listen_addrs().unwrap().len(), 2);
         assert_eq!(config.sandbox_mode, SandboxMode::Supervisor);
+        assert_eq!(config.cas.batch_commit, BatchCommit::default());
         assert_eq!(
             config.retention.period().unwrap(),
             std::time::Duration::from_secs(30 * 86400)

@@ -134,7 +134,7 @@ impl Daemon {
         let fsync = !config.cas.no_fsync;
         let store = Arc::new(
             Store::open(&state_dir, config.cas.max_size(), fsync)?
-                .with_batch_commit(config.cas.batch_commit),
+                .with_batch_commit(config.cas.batch_commit)?,
         );
         let action_cache = Arc::new(ActionCache::open(&state_dir, store.tmp_dir(), fsync)?);
         let actions_dir = state_dir.join("actions");

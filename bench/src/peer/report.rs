@@ -186,7 +186,9 @@ pub fn section(run: &Run, plan: &super::Plan) -> String {
          Write in 1 MiB messages ({} rounds each), its bytes made and digested before the clock \
          starts. Each upload starts after a `sync` (untimed), so that none pays for the writeback \
          of what an earlier one left in the page cache. Both servers verify the digest of what they receive and store it on the same disk. \
-         hermeticd fsyncs each blob (its file, then its directory) before it answers; casd never \
+         hermeticd makes every blob durable before it answers (by default, `[cas] batch_commit = \
+         \"journal\"`: the request's blobs appended to its CAS journal, flushed once with \
+         `fdatasync`; their files are flushed later by a checkpoint, off the request path); casd never \
          fsyncs (`strace -c` of casd during a BatchUpdateBlobs shows `openat` and `linkat` only), so \
          a crash may lose what it acknowledged. The rows *fsync off* are a third server, hermeticd \
          with `[cas] no_fsync = true`, interleaved with the other two, for the same durability as \

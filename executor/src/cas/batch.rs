@@ -1,8 +1,14 @@
 //! Many blobs stored at once (BatchUpdateBlobs) with a group commit.
 //!
-//! Two ways, chosen by `[cas] batch_commit` for batches of
-//! [`GROUP_MIN`] blobs or more (smaller ones take the first):
-//! - `fsync` (default): every blob is written and verified with its
+//! Three ways, chosen by `[cas] batch_commit`:
+//! - `journal` (default, any batch): every blob is written to a temp file
+//!   and verified, the new ones are appended to the journal, which is
+//!   flushed once, and then renamed into place without an fsync of their
+//!   own (see [`crate::cas::journal`] for the checkpoint and the replay).
+//!
+//! and for batches of [`GROUP_MIN`] blobs or more (smaller ones fsync each
+//! blob's file and directory):
+//! - `fsync`: every blob is written and verified with its
 //!   writeback started (as many threads as CPUs), then each is fsynced on
 //!   a few threads (the filesystem commits concurrent fsyncs together),
 //!   then all are renamed, then each directory that received blobs is fsynced
@@ -14,14 +20,17 @@
 //!   batch instead of two fsyncs per blob, but each flushes every writer's
 //!   data on the filesystem (seconds on a busy shared one).
 //!
-//! Either way a blob is renamed under its name only once its bytes are
-//! verified and durable, so a crash never leaves a torn blob there, and no
-//! blob is acknowledged before its directory entry is durable too.
+//! Every way, no blob is acknowledged before it is durable. With `fsync`
+//! and `syncfs` a blob is renamed under its name only once its bytes are
+//! verified and durable, so a crash never leaves a torn blob there; with
+//! `journal` a crash may, and the replay at start-up, before anything is
+//! served, writes such a blob again from its record.
 
 use std::collections::BTreeSet;
 use std::path::PathBuf;
 
 use crate::cas::Store;
+use crate::cas::journal::Journal;
 use crate::cas::store::{BlobWriter, sync_dir};
 use crate::config::BatchCommit;
 use crate::digest::{BlobKey, key_of};
@@ -85,13 +94,55 @@ impl Store {
     /// Stores each `(key, data)` after checking that `data` hashes to
     /// `key`; one outcome per blob, in order. Blocking, like every method.
     pub fn put_batch(&self, blobs: &[(BlobKey, &[u8])]) -> Vec<Result<()>> {
+        if let Some(journal) = self.journal() {
+            return self.put_batch_journal(journal, blobs);
+        }
         if !self.fsyncs() || blobs.len() < GROUP_MIN {
             return self.put_batch_fsync(blobs);
         }
         match self.batch_commit() {
             BatchCommit::Syncfs => self.put_batch_syncfs(blobs),
-            BatchCommit::Fsync => self.put_batch_fsync(blobs),
+            BatchCommit::Fsync | BatchCommit::Journal => self.put_batch_fsync(blobs),
         }
+    }
+
+    /// `journal`: see the module documentation.
+    fn put_batch_journal(&self, journal: &Journal, blobs: &[(BlobKey, &[u8])]) -> Vec<Result<()>> {
+        let written = parallel(blobs.to_vec(), cpu_threads(), |(key, data)| {
+            self.write_verified(key, data)
+        });
+        let new: Vec<(BlobKey, &[u8])> = blobs
+            .iter()
+            .zip(&written)
+            .filter(|(_, w)| matches!(w, Ok(Some(_))))
+            .map(|(b, _)| *b)
+            .collect();
+        if new.is_empty() {
+            return written.into_iter().map(|w| w.map(drop)).collect();
+        }
+        let ticket = match journal.append(&new) {
+            Ok(t) => t,
+            // The temp files go with their writers.
+            Err(e) => {
+                return written
+                    .into_iter()
+                    .map(|w| match w? {
+                        None => Ok(()),
+                        Some(_) => Err(Error::Internal(e.to_string())),
+                    })
+                    .collect();
+            }
+        };
+        let pending: Vec<(BlobKey, Result<Option<BlobWriter>>)> =
+            blobs.iter().map(|(k, _)| *k).zip(written).collect();
+        let installed = parallel(pending, cpu_threads(), |(key, w)| match w? {
+            Some(w) => self.install_unsynced(w.path(), key, false).map(drop),
+            None => Ok(()),
+        });
+        // Renamed: the segment may be checkpointed from now on.
+        drop(ticket);
+        self.evict();
+        installed
     }
 
     /// `fsync`: see the module documentation.

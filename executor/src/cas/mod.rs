@@ -4,6 +4,7 @@
 pub mod batch;
 pub mod direct;
 pub mod index;
+pub mod journal;
 pub mod store;
 pub mod tree;
 

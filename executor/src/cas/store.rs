@@ -5,11 +5,15 @@
 //! - `cas/{sha256|blake3}/{hh}/{hash}.x`: its executable copy (0555), made
 //!   only when needed, since staging hardlinks blobs and the executable bit
 //!   belongs to the inode;
-//! - `tmp/`: uploads in progress, emptied at start-up.
+//! - `tmp/`: uploads in progress, emptied at start-up;
+//! - `journal/`: the write-ahead log of batched small blobs
+//!   ([`crate::cas::journal`]), replayed and emptied at start-up.
 //!
 //! Every blob is written to a temp file, verified against its digest,
 //! fsynced, made read-only and renamed into place, so a crash never leaves a
-//! torn or wrong blob under a blob's name. Large uploads are written around
+//! torn or wrong blob under a blob's name; a batch in journal mode is made
+//! durable in the journal instead, its files by a later checkpoint, and a
+//! replay at start-up mends what a crash left. Large uploads are written around
 //! the page cache ([`crate::cas::direct`]). All methods block: call them from
 //! `spawn_blocking` (see [`crate::cas::blocking`]).
 
@@ -24,6 +28,7 @@ use tracing::{debug, info, warn};
 
 use crate::cas::direct;
 use crate::cas::index::Index;
+use crate::cas::journal::{self, Journal};
 use crate::digest::{BlobKey, DigestFunction, Hasher};
 use crate::error::{Error, Result};
 
@@ -47,6 +52,8 @@ pub struct Store {
     /// Blobs written but not yet durable ([`Store::put_deferred`]),
     /// readable from their temp files. Lock order: `index`, then this.
     deferred: Mutex<HashMap<BlobKey, PathBuf>>,
+    /// The journal, in a store that fsyncs with `batch_commit = "journal"`.
+    journal: Option<Journal>,
     stats: StoreStats,
 }
 
@@ -62,20 +69,32 @@ pub struct StoreStats {
 }
 
 impl Store {
-    /// Opens (creating) the store under `state_dir`, empties `tmp/` and
-    /// rebuilds the index from disk.
+    /// Opens (creating) the store under `state_dir`, empties `tmp/`,
+    /// rebuilds the index from disk and replays the journal.
     pub fn open(state_dir: &Path, max_size: u64, fsync: bool) -> Result<Self> {
+        Self::open_with(state_dir, max_size, fsync, journal::Limits::default())
+    }
+
+    /// [`Store::open`] with the journal's checkpoint limits.
+    pub fn open_with(
+        state_dir: &Path,
+        max_size: u64,
+        fsync: bool,
+        limits: journal::Limits,
+    ) -> Result<Self> {
         let root = state_dir.join("cas");
         let tmp = state_dir.join("tmp");
+        let journal_dir = state_dir.join("journal");
         if tmp.exists() {
             fs::remove_dir_all(&tmp).map_err(Error::io("clear", &tmp))?;
         }
         for dir in [&root, &tmp] {
             fs::create_dir_all(dir).map_err(Error::io("create", dir))?;
         }
-        let store = Store {
+        let mut store = Store {
             index: Mutex::new(scan(&root)?),
             deferred: Mutex::default(),
+            journal: None,
             stats: StoreStats::default(),
             root,
             tmp,
@@ -83,6 +102,10 @@ impl Store {
             batch_commit: crate::config::BatchCommit::default(),
             max_size,
         };
+        journal::replay(&store, &journal_dir)?;
+        if fsync && store.batch_commit == crate::config::BatchCommit::Journal {
+            store.journal = Some(Journal::open(&journal_dir, limits)?);
+        }
         for f in DigestFunction::ALL {
             store.put_bytes(f.empty(), &[])?;
             store.lock().pin(f.empty());
@@ -94,9 +117,50 @@ impl Store {
     }
 
     /// Sets how batches are made durable.
-    pub fn with_batch_commit(mut self, mode: crate::config::BatchCommit) -> Self {
+    pub fn with_batch_commit(mut self, mode: crate::config::BatchCommit) -> Result<Self> {
         self.batch_commit = mode;
-        self
+        if mode != crate::config::BatchCommit::Journal {
+            // Dropped: checkpoints what it holds.
+            self.journal = None;
+        } else if self.fsync && self.journal.is_none() {
+            let dir = self.root.with_file_name("journal");
+            self.journal = Some(Journal::open(&dir, journal::Limits::default())?);
+        }
+        Ok(self)
+    }
+
+    /// The journal, when batches are committed through it.
+    pub(super) fn journal(&self) -> Option<&Journal> {
+        self.journal.as_ref()
+    }
+
+    /// Makes sure `key`'s plain file holds `data` (which hashes to `key`),
+    /// writing it again when it is missing, short or wrong, without an
+    /// fsync (journal replay flushes once at its end). Returns whether it
+    /// was written.
+    pub(super) fn restore(&self, key: BlobKey, data: &[u8]) -> Result<bool> {
+        let path = self.path(&key, false);
+        if let Ok(found) = fs::read(&path) {
+            let found = crate::digest::key_of(key.function, &found);
+            if found == key {
+                self.lock().insert(key, false);
+                return Ok(false);
+            }
+            // Indexed by the start-up scan under the size it has on disk.
+            let scanned = BlobKey {
+                size: found.size,
+                ..key
+            };
+            if scanned != key {
+                self.lock().remove(&scanned);
+            }
+        }
+        let mut w = self.writer(key.function)?;
+        w.write(data)?;
+        w.verify(key)?;
+        w.finish_writes()?;
+        self.install_unsynced(w.path(), key, false)?;
+        Ok(true)
     }
 
     /// How batches are made durable.
