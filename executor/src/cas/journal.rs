@@ -13,7 +13,10 @@
 //! the segment has grown to [`Limits::segment`] bytes, it is sealed, and
 //! once every batch that appended to it has renamed its files, the store's
 //! filesystem is flushed once (`syncfs`, on a background thread) and the
-//! segment removed. A failed flush keeps the segment and retries.
+//! segment removed. A failed flush leaves the segment on disk for the next
+//! start-up's replay and is not retried: a second flush can succeed
+//! although the first lost data (the kernel reports a writeback error
+//! once).
 //!
 //! At start-up ([`replay`]) every record is checked against its blob's
 //! file: a file that is missing, short or wrong (a crash between the
@@ -34,7 +37,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use tracing::{debug, info, warn};
+use tracing::{debug, error, info, warn};
 
 use crate::cas::Store;
 use crate::digest::{BlobKey, DigestFunction, key_of};
@@ -87,6 +90,8 @@ struct State {
     active: Option<Segment>,
     /// Sealed segments, waiting for their batches and then a checkpoint.
     sealed: Vec<Segment>,
+    /// Whether the checkpoint thread is flushing taken segments.
+    flushing: bool,
     next_id: u64,
     shutdown: bool,
 }
@@ -259,12 +264,12 @@ impl Journal {
     }
 
     /// Seals the active segment and waits until every sealed one is
-    /// checkpointed (for tests and a clean shutdown).
+    /// checkpointed and removed (dropping the journal does the same).
     pub fn checkpoint_now(&self) {
         let mut st = self.shared.lock();
         st.seal(None);
         self.shared.changed.notify_all();
-        while !st.sealed.is_empty() && !st.shutdown {
+        while (!st.sealed.is_empty() || st.flushing) && !st.shutdown {
             st = self
                 .shared
                 .changed
@@ -320,6 +325,7 @@ fn checkpointer(shared: &Shared, sync_fd: &File) {
             continue;
         }
         let done: Vec<Segment> = std::mem::take(&mut st.sealed);
+        st.flushing = true;
         drop(st);
         let started = Instant::now();
         match nix::unistd::syncfs(sync_fd) {
@@ -331,21 +337,13 @@ fn checkpointer(shared: &Shared, sync_fd: &File) {
                 }
                 debug!(segments = done.len(), took = ?started.elapsed(), "CAS journal checkpointed");
                 st = shared.lock();
+                st.flushing = false;
             }
             Err(e) => {
-                warn!(cause = %e, "cannot flush the CAS's filesystem; the journal keeps its segments and retries");
+                let kept: Vec<_> = done.iter().map(|s| s.path.display().to_string()).collect();
+                error!(cause = %e, ?kept, "cannot flush the CAS's filesystem: the journal segments stay for the next start-up to replay");
                 st = shared.lock();
-                st.sealed.extend(done);
-                if !st.shutdown {
-                    st = shared
-                        .changed
-                        .wait_timeout(st, Duration::from_secs(5))
-                        .unwrap_or_else(|p| p.into_inner())
-                        .0;
-                } else {
-                    // Replayed at the next start.
-                    st.sealed.clear();
-                }
+                st.flushing = false;
             }
         }
         shared.changed.notify_all();
