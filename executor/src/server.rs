@@ -132,10 +132,13 @@ impl Daemon {
         let state_dir = config.state_dir();
         std::fs::create_dir_all(&state_dir).map_err(Error::io("create", &state_dir))?;
         let fsync = !config.cas.no_fsync;
-        let store = Arc::new(
-            Store::open(&state_dir, config.cas.max_size(), fsync)?
-                .with_batch_commit(config.cas.batch_commit)?,
-        );
+        let store = Arc::new(Store::open_with(
+            &state_dir,
+            config.cas.max_size(),
+            fsync,
+            config.cas.batch_commit,
+            crate::cas::journal::Limits::default(),
+        )?);
         let action_cache = Arc::new(ActionCache::open(&state_dir, store.tmp_dir(), fsync)?);
         let actions_dir = state_dir.join("actions");
         if actions_dir.exists() {

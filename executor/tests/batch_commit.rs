@@ -1,4 +1,4 @@
-//! BatchUpdateBlobs with fsync on, in both `[cas] batch_commit` ways
+//! BatchUpdateBlobs with fsync on, in every `[cas] batch_commit` way
 //! (`hermeticd::cas::batch`): concurrent batches from several clients,
 //! overlapping blobs, bad digests among good ones; every good blob is
 //! stored read-only under its name, readable, and still there after a
@@ -65,8 +65,12 @@ async fn read_all(server: &TestServer, keys: &[BlobKey]) -> Vec<Vec<u8>> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn group_commits_store_every_good_blob_in_either_way() {
-    for mode in [BatchCommit::Fsync, BatchCommit::Syncfs] {
+async fn group_commits_store_every_good_blob_in_every_way() {
+    for mode in [
+        BatchCommit::Journal,
+        BatchCommit::Fsync,
+        BatchCommit::Syncfs,
+    ] {
         let server = TestServer::start(configure(mode)).await;
         // The option reaches the store.
         assert_eq!(server.daemon.ctx.store.batch_commit(), mode);
@@ -142,6 +146,11 @@ async fn group_commits_store_every_good_blob_in_either_way() {
             .map(|e| e.file_name())
             .collect();
         assert!(left.is_empty(), "{mode:?}: temp files left: {left:?}");
+        // Journaled (not yet checkpointed) only in journal mode.
+        let segments = std::fs::read_dir(state.join("journal"))
+            .map(|d| d.count())
+            .unwrap_or(0);
+        assert_eq!(segments > 0, mode == BatchCommit::Journal, "{mode:?}");
 
         // After a restart the index, rebuilt from disk, has them all.
         let dir = server.stop().await;

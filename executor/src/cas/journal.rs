@@ -523,7 +523,8 @@ mod tests {
     #[test]
     fn a_batch_is_journaled_then_checkpointed() {
         let dir = disk_dir();
-        let store = Store::open_with(dir.path(), 1 << 30, true, NEVER).unwrap();
+        let store =
+            Store::open_with(dir.path(), 1 << 30, true, BatchCommit::Journal, NEVER).unwrap();
         assert_eq!(store.batch_commit(), BatchCommit::Journal);
         let b = blobs(100, "a");
         put(&store, &b);
@@ -558,7 +559,8 @@ mod tests {
             age: Duration::from_millis(50),
             segment: u64::MAX,
         };
-        let store = Store::open_with(dir.path(), 1 << 30, true, limits).unwrap();
+        let store =
+            Store::open_with(dir.path(), 1 << 30, true, BatchCommit::Journal, limits).unwrap();
         put(&store, &blobs(10, "old"));
         wait_until_empty(dir.path());
         drop(store);
@@ -567,7 +569,8 @@ mod tests {
             age: Duration::from_secs(3600),
             segment: 1,
         };
-        let store = Store::open_with(dir.path(), 1 << 30, true, limits).unwrap();
+        let store =
+            Store::open_with(dir.path(), 1 << 30, true, BatchCommit::Journal, limits).unwrap();
         put(&store, &blobs(10, "full"));
         wait_until_empty(dir.path());
     }
@@ -587,7 +590,8 @@ mod tests {
     #[test]
     fn no_checkpoint_before_the_batch_has_renamed_its_files() {
         let dir = disk_dir();
-        let store = Store::open_with(dir.path(), 1 << 30, true, NEVER).unwrap();
+        let store =
+            Store::open_with(dir.path(), 1 << 30, true, BatchCommit::Journal, NEVER).unwrap();
         let journal = store.journal().unwrap();
         let b = blobs(3, "held");
         let refs: Vec<(BlobKey, &[u8])> = b.iter().map(|(k, d)| (*k, &d[..])).collect();
@@ -608,7 +612,8 @@ mod tests {
     fn replay_restores_what_a_crash_lost_and_stops_at_a_torn_record() {
         let dir = disk_dir();
         let b = blobs(6, "crash");
-        let store = Store::open_with(dir.path(), 1 << 30, true, NEVER).unwrap();
+        let store =
+            Store::open_with(dir.path(), 1 << 30, true, BatchCommit::Journal, NEVER).unwrap();
         put(&store, &b);
         assert_eq!(segments(dir.path()).len(), 1);
         // Stopped as by a crash: no checkpoint (its thread lingers, idle).
@@ -634,7 +639,8 @@ mod tests {
         }
         fs::write(dir.path().join("journal").join("torn.log"), torn).unwrap();
 
-        let store = Store::open_with(dir.path(), 1 << 30, true, NEVER).unwrap();
+        let store =
+            Store::open_with(dir.path(), 1 << 30, true, BatchCommit::Journal, NEVER).unwrap();
         assert!(segments(dir.path()).is_empty());
         for (k, d) in b.iter().chain(&extra[..1]) {
             assert_eq!(&store.read(k).unwrap(), d, "{k:?}");
@@ -658,7 +664,8 @@ mod tests {
         let dir = disk_dir();
         let b = blobs(4, "count");
         {
-            let store = Store::open_with(dir.path(), 1 << 30, true, NEVER).unwrap();
+            let store =
+                Store::open_with(dir.path(), 1 << 30, true, BatchCommit::Journal, NEVER).unwrap();
             put(&store, &b);
             let seg = segments(dir.path())[0].clone();
             let bytes = fs::read(&seg).unwrap();
@@ -668,7 +675,8 @@ mod tests {
             fs::write(&seg, bytes).unwrap();
         }
         fs::remove_file(blob_path(dir.path(), &b[3].0)).unwrap();
-        let store = Store::open_with(dir.path(), 1 << 30, false, NEVER).unwrap();
+        let store =
+            Store::open_with(dir.path(), 1 << 30, false, BatchCommit::Journal, NEVER).unwrap();
         let again = replay(&store, &dir.path().join("journal")).unwrap();
         assert_eq!(
             again,
@@ -698,10 +706,7 @@ mod tests {
         put(&store, &blobs(5, "nofsync"));
         assert!(segments(dir.path()).is_empty());
         drop(store);
-        let store = Store::open(dir.path(), 1 << 30, true)
-            .unwrap()
-            .with_batch_commit(BatchCommit::Fsync)
-            .unwrap();
+        let store = Store::open_with(dir.path(), 1 << 30, true, BatchCommit::Fsync, NEVER).unwrap();
         assert!(store.journal().is_none());
         put(&store, &blobs(70, "fsync"));
         assert!(segments(dir.path()).is_empty());

@@ -70,16 +70,26 @@ pub struct StoreStats {
 
 impl Store {
     /// Opens (creating) the store under `state_dir`, empties `tmp/`,
-    /// rebuilds the index from disk and replays the journal.
+    /// rebuilds the index from disk and replays the journal; batches are
+    /// committed the default way ([`Store::open_with`] to choose).
     pub fn open(state_dir: &Path, max_size: u64, fsync: bool) -> Result<Self> {
-        Self::open_with(state_dir, max_size, fsync, journal::Limits::default())
+        Self::open_with(
+            state_dir,
+            max_size,
+            fsync,
+            crate::config::BatchCommit::default(),
+            journal::Limits::default(),
+        )
     }
 
-    /// [`Store::open`] with the journal's checkpoint limits.
+    /// [`Store::open`], with how batches are made durable and, for the
+    /// journal, when it checkpoints. The journal is replayed whatever the
+    /// mode: an earlier run may have used it.
     pub fn open_with(
         state_dir: &Path,
         max_size: u64,
         fsync: bool,
+        batch_commit: crate::config::BatchCommit,
         limits: journal::Limits,
     ) -> Result<Self> {
         let root = state_dir.join("cas");
@@ -99,11 +109,11 @@ impl Store {
             root,
             tmp,
             fsync,
-            batch_commit: crate::config::BatchCommit::default(),
+            batch_commit,
             max_size,
         };
         journal::replay(&store, &journal_dir)?;
-        if fsync && store.batch_commit == crate::config::BatchCommit::Journal {
+        if fsync && batch_commit == crate::config::BatchCommit::Journal {
             store.journal = Some(Journal::open(&journal_dir, limits)?);
         }
         for f in DigestFunction::ALL {
@@ -114,19 +124,6 @@ impl Store {
         info!(blobs = idx.len(), bytes = idx.total_bytes(), "opened CAS");
         drop(idx);
         Ok(store)
-    }
-
-    /// Sets how batches are made durable.
-    pub fn with_batch_commit(mut self, mode: crate::config::BatchCommit) -> Result<Self> {
-        self.batch_commit = mode;
-        if mode != crate::config::BatchCommit::Journal {
-            // Dropped: checkpoints what it holds.
-            self.journal = None;
-        } else if self.fsync && self.journal.is_none() {
-            let dir = self.root.with_file_name("journal");
-            self.journal = Some(Journal::open(&dir, journal::Limits::default())?);
-        }
-        Ok(self)
     }
 
     /// The journal, when batches are committed through it.
