@@ -419,6 +419,15 @@ pub async fn serve(
             Err(_) => warn!("a server did not close its connections in time"),
         }
     }
+    let store = daemon.ctx.store.clone();
+    if let Err(e) = crate::cas::blocking(move || {
+        store.checkpoint();
+        Ok(())
+    })
+    .await
+    {
+        warn!(cause = %e, "cannot checkpoint the CAS journal; the next start replays it");
+    }
     info!("stopped");
     Ok(())
 }

@@ -145,7 +145,7 @@ async fn kill_9_keeps_committed_blobs_and_results() {
         got.extend(c.unwrap().data);
     }
     assert!(got == big, "blob differs after restart");
-    let result = ActionCacheClient::new(channel)
+    let result = ActionCacheClient::new(channel.clone())
         .get_action_result(GetActionResultRequest {
             action_digest: Some(action.to_proto()),
             digest_function: f.to_proto(),
@@ -155,8 +155,15 @@ async fn kill_9_keeps_committed_blobs_and_results() {
         .unwrap()
         .into_inner();
     assert_eq!(result.output_files[0].path, "out");
+    common::upload(
+        &mut ContentAddressableStorageClient::new(channel.clone()),
+        f,
+        &[b"later"],
+    )
+    .await;
+    assert_eq!(segments(&journal), 1);
 
-    // SIGTERM: a clean, prompt exit.
+    // SIGTERM: a clean, prompt exit, with the journal checkpointed.
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(child.id() as i32),
         nix::sys::signal::Signal::SIGTERM,
@@ -171,4 +178,9 @@ async fn kill_9_keeps_committed_blobs_and_results() {
         assert!(Instant::now() < deadline, "hermeticd ignored SIGTERM");
         std::thread::sleep(Duration::from_millis(50));
     }
+    assert_eq!(
+        segments(&journal),
+        0,
+        "the journal was not checkpointed at shutdown"
+    );
 }

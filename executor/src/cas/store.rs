@@ -131,6 +131,14 @@ impl Store {
         self.journal.as_ref()
     }
 
+    /// Makes every journaled blob's file durable and empties the journal
+    /// (at shutdown, so that the next start has nothing to replay).
+    pub fn checkpoint(&self) {
+        if let Some(journal) = &self.journal {
+            journal.checkpoint_now();
+        }
+    }
+
     /// Makes sure `key`'s plain file holds `data` (which hashes to `key`),
     /// writing it again when it is missing, short or wrong, without an
     /// fsync (journal replay flushes once at its end). Returns whether it
