@@ -7,7 +7,8 @@
 //!   belongs to the inode;
 //! - `tmp/`: uploads in progress, emptied at start-up;
 //! - `journal/`: the write-ahead log of batched small blobs
-//!   ([`crate::cas::journal`]), replayed and emptied at start-up.
+//!   ([`crate::cas::journal`]), replayed and emptied at start-up;
+//! - `cas.lock`: held (`flock`) by the one process that has the store open.
 //!
 //! Every blob is written to a temp file, verified against its digest,
 //! fsynced, made read-only and renamed into place, so a crash never leaves a
@@ -55,6 +56,10 @@ pub struct Store {
     /// The journal, in a store that fsyncs with `batch_commit = "journal"`.
     journal: Option<Journal>,
     stats: StoreStats,
+    /// The exclusive `flock` on `cas.lock`: one process per store, since
+    /// opening one empties its `tmp/` and replays its journal. Declared
+    /// last, so it is released after the journal's final checkpoint.
+    _lock: nix::fcntl::Flock<File>,
 }
 
 /// Running totals since start-up (for metrics).
@@ -92,6 +97,8 @@ impl Store {
         batch_commit: crate::config::BatchCommit,
         limits: journal::Limits,
     ) -> Result<Self> {
+        fs::create_dir_all(state_dir).map_err(Error::io("create", state_dir))?;
+        let lock = lock(&state_dir.join("cas.lock"))?;
         let root = state_dir.join("cas");
         let tmp = state_dir.join("tmp");
         let journal_dir = state_dir.join("journal");
@@ -111,6 +118,7 @@ impl Store {
             fsync,
             batch_commit,
             max_size,
+            _lock: lock,
         };
         journal::replay(&store, &journal_dir)?;
         if fsync && batch_commit == crate::config::BatchCommit::Journal {
@@ -754,6 +762,29 @@ fn start_writeback(file: &File, offset: u64, len: u64) {
     };
 }
 
+/// Takes the store's exclusive lock, failing at once when another
+/// process holds it.
+fn lock(path: &Path) -> Result<nix::fcntl::Flock<File>> {
+    let file = fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(path)
+        .map_err(Error::io("open", path))?;
+    nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock).map_err(|(_, e)| {
+        if e == nix::errno::Errno::EWOULDBLOCK {
+            Error::FailedPrecondition(format!(
+                "the CAS in {} is in use by another process (its lock {} is held)",
+                path.parent()
+                    .map_or_else(String::new, |p| p.display().to_string()),
+                path.display()
+            ))
+        } else {
+            Error::io("lock", path)(std::io::Error::from(e))
+        }
+    })
+}
+
 /// fsyncs a directory (after renames into it).
 pub(super) fn sync_dir(dir: &Path) -> Result<()> {
     File::open(dir)
@@ -848,6 +879,14 @@ mod tests {
         let exec = store.variant_path(&key, true).unwrap();
         let mode = fs::metadata(&exec).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o555);
+        // One process (one open store) at a time: a second open would
+        // empty tmp/ and replay the journal under the first one.
+        let err = Store::open(dir.path(), 1 << 30, true).unwrap_err();
+        assert!(matches!(err, Error::FailedPrecondition(_)), "{err}");
+        assert!(
+            err.to_string().contains("in use by another process"),
+            "{err}"
+        );
         drop(store);
         let store = Store::open(dir.path(), 1 << 30, true).unwrap();
         assert!(store.contains(&key));
