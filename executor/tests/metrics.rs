@@ -47,6 +47,8 @@ async fn counters_move_after_real_work() {
     }
     let server = TestServer::start(|c, dir| {
         common::fake::configure(c, dir);
+        // fsync on, so BatchUpdateBlobs goes through the CAS journal.
+        c.cas.no_fsync = false;
         c.action_cache.allow_client_updates = true;
         // Our own user only submits here, so UpdateActionResult is refused.
         c.auth.roles.admin = vec![];
@@ -129,6 +131,13 @@ async fn counters_move_after_real_work() {
     assert_eq!(sample(&m, "hermeticd_oom_kills_total"), 0.0);
     assert_eq!(sample(&m, "hermeticd_timeouts_total"), 0.0);
     assert_eq!(sample(&m, "hermeticd_cas_evictions_total"), 0.0);
+    // The uploads are journaled, not yet checkpointed (30 s on).
+    assert!(sample(&m, "hermeticd_cas_journal_size_bytes") > 0.0);
+    assert_eq!(sample(&m, "hermeticd_cas_journal_checkpoints_total"), 0.0);
+    assert_eq!(
+        sample(&m, "hermeticd_cas_journal_checkpoint_failures_total"),
+        0.0
+    );
     assert!(
         m.contains(&format!(
             "hermeticd_build_info{{version=\"{}\"}} 1",

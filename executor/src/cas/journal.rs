@@ -34,6 +34,7 @@
 use std::fs::{self, File};
 use std::io::{BufReader, Read, Write};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -83,6 +84,20 @@ struct Shared {
     /// Signalled when a segment is sealed, a ticket released or the
     /// journal shut down.
     changed: Condvar,
+    /// Checkpoints done, and failed (segments left for the replay).
+    checkpoints: AtomicU64,
+    failed_checkpoints: AtomicU64,
+}
+
+/// What the journal holds and has done (for metrics).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// Bytes in segments not yet checkpointed.
+    pub bytes: u64,
+    /// Checkpoints done since start-up.
+    pub checkpoints: u64,
+    /// Checkpoints whose flush failed (their segments wait for the replay).
+    pub failed_checkpoints: u64,
 }
 
 #[derive(Debug, Default)]
@@ -90,8 +105,9 @@ struct State {
     active: Option<Segment>,
     /// Sealed segments, waiting for their batches and then a checkpoint.
     sealed: Vec<Segment>,
-    /// Whether the checkpoint thread is flushing taken segments.
-    flushing: bool,
+    /// Bytes of the segments the checkpoint thread is flushing (0 when
+    /// none; a segment always holds its magic).
+    flushing: u64,
     next_id: u64,
     shutdown: bool,
 }
@@ -190,6 +206,8 @@ impl Journal {
             limits,
             state: Mutex::default(),
             changed: Condvar::new(),
+            checkpoints: AtomicU64::new(0),
+            failed_checkpoints: AtomicU64::new(0),
         });
         let worker = {
             let shared = shared.clone();
@@ -263,13 +281,30 @@ impl Journal {
         Ok(ticket)
     }
 
+    /// What the journal holds and has done.
+    pub fn stats(&self) -> Stats {
+        let st = self.shared.lock();
+        let bytes = st
+            .active
+            .iter()
+            .chain(&st.sealed)
+            .map(|s| s.len)
+            .sum::<u64>()
+            + st.flushing;
+        Stats {
+            bytes,
+            checkpoints: self.shared.checkpoints.load(Ordering::Relaxed),
+            failed_checkpoints: self.shared.failed_checkpoints.load(Ordering::Relaxed),
+        }
+    }
+
     /// Seals the active segment and waits until every sealed one is
     /// checkpointed and removed (dropping the journal does the same).
     pub fn checkpoint_now(&self) {
         let mut st = self.shared.lock();
         st.seal(None);
         self.shared.changed.notify_all();
-        while (!st.sealed.is_empty() || st.flushing) && !st.shutdown {
+        while (!st.sealed.is_empty() || st.flushing > 0) && !st.shutdown {
             st = self
                 .shared
                 .changed
@@ -325,7 +360,7 @@ fn checkpointer(shared: &Shared, sync_fd: &File) {
             continue;
         }
         let done: Vec<Segment> = std::mem::take(&mut st.sealed);
-        st.flushing = true;
+        st.flushing = done.iter().map(|s| s.len).sum();
         drop(st);
         let started = Instant::now();
         match nix::unistd::syncfs(sync_fd) {
@@ -336,14 +371,16 @@ fn checkpointer(shared: &Shared, sync_fd: &File) {
                     }
                 }
                 debug!(segments = done.len(), took = ?started.elapsed(), "CAS journal checkpointed");
+                shared.checkpoints.fetch_add(1, Ordering::Relaxed);
                 st = shared.lock();
-                st.flushing = false;
+                st.flushing = 0;
             }
             Err(e) => {
                 let kept: Vec<_> = done.iter().map(|s| s.path.display().to_string()).collect();
                 error!(cause = %e, ?kept, "cannot flush the CAS's filesystem: the journal segments stay for the next start-up to replay");
+                shared.failed_checkpoints.fetch_add(1, Ordering::Relaxed);
                 st = shared.lock();
-                st.flushing = false;
+                st.flushing = 0;
             }
         }
         shared.changed.notify_all();
@@ -545,8 +582,23 @@ mod tests {
             fs::metadata(&segs[0]).unwrap().len(),
             MAGIC.len() as u64 + want
         );
-        store.journal().unwrap().checkpoint_now();
+        let journal = store.journal().unwrap();
+        assert_eq!(
+            journal.stats(),
+            Stats {
+                bytes: MAGIC.len() as u64 + want,
+                ..Stats::default()
+            }
+        );
+        journal.checkpoint_now();
         assert!(segments(dir.path()).is_empty());
+        assert_eq!(
+            journal.stats(),
+            Stats {
+                checkpoints: 1,
+                ..Stats::default()
+            }
+        );
         for (k, d) in &b {
             assert_eq!(&store.read(k).unwrap(), d);
         }

@@ -139,6 +139,14 @@ impl Store {
         self.journal.as_ref()
     }
 
+    /// The journal's figures; all zero without a journal.
+    pub fn journal_stats(&self) -> journal::Stats {
+        self.journal
+            .as_ref()
+            .map(Journal::stats)
+            .unwrap_or_default()
+    }
+
     /// Makes every journaled blob's file durable and empties the journal
     /// (at shutdown, so that the next start has nothing to replay).
     pub fn checkpoint(&self) {

@@ -258,7 +258,8 @@ impl prometheus_client::collector::Collector for Live {
         let (queued, active) = self.engine.queue_load();
         let running = active.saturating_sub(queued);
         let stats = self.store.stats();
-        let gauges: [(&str, &str, Option<Unit>, i64); 3] = [
+        let journal = self.store.journal_stats();
+        let gauges: [(&str, &str, Option<Unit>, i64); 4] = [
             (
                 "queued_actions",
                 "Actions waiting for a slot",
@@ -272,13 +273,19 @@ impl prometheus_client::collector::Collector for Live {
                 Some(Unit::Bytes),
                 self.store.total_bytes() as i64,
             ),
+            (
+                "cas_journal_size",
+                "Bytes in CAS journal segments not yet checkpointed",
+                Some(Unit::Bytes),
+                journal.bytes as i64,
+            ),
         ];
         for (name, help, unit, value) in gauges {
             let g = ConstGauge::new(value);
             let m = enc.encode_descriptor(name, help, unit.as_ref(), g.metric_type())?;
             g.encode(m)?;
         }
-        let counters: [(&str, &str, Option<Unit>, u64); 3] = [
+        let counters: [(&str, &str, Option<Unit>, u64); 5] = [
             (
                 "cas_written",
                 "Bytes of new blobs written into the CAS",
@@ -296,6 +303,18 @@ impl prometheus_client::collector::Collector for Live {
                 "Blobs evicted from the CAS",
                 None,
                 stats.evicted_blobs.load(Ordering::Relaxed),
+            ),
+            (
+                "cas_journal_checkpoints",
+                "CAS journal checkpoints done",
+                None,
+                journal.checkpoints,
+            ),
+            (
+                "cas_journal_checkpoint_failures",
+                "CAS journal checkpoints whose flush failed (segments left for the next start's replay)",
+                None,
+                journal.failed_checkpoints,
             ),
         ];
         for (name, help, unit, value) in counters {
