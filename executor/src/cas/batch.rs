@@ -122,23 +122,9 @@ impl Store {
         }
         let ticket = match journal.append(&new) {
             Ok(t) => t,
-            // The temp files go with their writers.
-            Err(e) => {
-                return written
-                    .into_iter()
-                    .map(|w| match w? {
-                        None => Ok(()),
-                        Some(_) => Err(Error::Internal(e.to_string())),
-                    })
-                    .collect();
-            }
+            Err(e) => return fail_new(written, &e),
         };
-        let pending: Vec<(BlobKey, Result<Option<BlobWriter>>)> =
-            blobs.iter().map(|(k, _)| *k).zip(written).collect();
-        let installed = parallel(pending, cpu_threads(), |(key, w)| match w? {
-            Some(w) => self.install_unsynced(w.path(), key, false).map(drop),
-            None => Ok(()),
-        });
+        let installed = self.install_new(blobs, written);
         // Renamed: the segment may be checkpointed from now on.
         drop(ticket);
         self.evict();
@@ -222,21 +208,9 @@ impl Store {
                 .map_err(|e| Error::Internal(format!("cannot flush the CAS's filesystem: {e}")))
         };
         if let Err(e) = flush() {
-            // The temp files go with their writers.
-            return written
-                .into_iter()
-                .map(|w| match w? {
-                    None => Ok(()),
-                    Some(_) => Err(Error::Internal(e.to_string())),
-                })
-                .collect();
+            return fail_new(written, &e);
         }
-        let pending: Vec<(BlobKey, Result<Option<BlobWriter>>)> =
-            blobs.iter().map(|(k, _)| *k).zip(written).collect();
-        let installed = parallel(pending, cpu_threads(), |(key, w)| match w? {
-            Some(w) => self.install_unsynced(w.path(), key, false).map(|_| ()),
-            None => Ok(()),
-        });
+        let installed = self.install_new(blobs, written);
         let flushed = flush();
         self.evict();
         installed
@@ -249,6 +223,21 @@ impl Store {
                 Ok(())
             })
             .collect()
+    }
+
+    /// Renames each newly written blob into place (no fsync), on as many
+    /// threads as CPUs; one outcome per blob, in order.
+    fn install_new(
+        &self,
+        blobs: &[(BlobKey, &[u8])],
+        written: Vec<Result<Option<BlobWriter>>>,
+    ) -> Vec<Result<()>> {
+        let pending: Vec<(BlobKey, Result<Option<BlobWriter>>)> =
+            blobs.iter().map(|(k, _)| *k).zip(written).collect();
+        parallel(pending, cpu_threads(), |(key, w)| match w? {
+            Some(w) => self.install_unsynced(w.path(), key, false).map(drop),
+            None => Ok(()),
+        })
     }
 
     /// Writes and verifies one blob into a temp file (no fsync); `None`
@@ -269,4 +258,16 @@ impl Store {
         w.verify(key)?;
         Ok(Some(w))
     }
+}
+
+/// The outcomes when a batch's flush failed: each new blob fails with
+/// `e` (its temp file goes with its writer), one stored already succeeds.
+fn fail_new(written: Vec<Result<Option<BlobWriter>>>, e: &Error) -> Vec<Result<()>> {
+    written
+        .into_iter()
+        .map(|w| match w? {
+            None => Ok(()),
+            Some(_) => Err(Error::Internal(e.to_string())),
+        })
+        .collect()
 }

@@ -660,19 +660,24 @@ mod tests {
         assert!(segments(dir.path()).is_empty());
     }
 
+    /// Stores `b` through the journal in a store under `state`, then
+    /// leaves the journal as a crash before the checkpoint would: the store
+    /// is dropped (its lock released, its segment checkpointed and
+    /// removed) and the segment put back.
+    fn stored_then_crashed(state: &Path, b: &[(BlobKey, Vec<u8>)]) {
+        let store = Store::open_with(state, 1 << 30, true, BatchCommit::Journal, NEVER).unwrap();
+        put(&store, b);
+        let segment = segments(state)[0].clone();
+        let bytes = fs::read(&segment).unwrap();
+        drop(store);
+        fs::write(&segment, bytes).unwrap();
+    }
+
     #[test]
     fn replay_restores_what_a_crash_lost_and_stops_at_a_torn_record() {
         let dir = disk_dir();
         let b = blobs(6, "crash");
-        let store =
-            Store::open_with(dir.path(), 1 << 30, true, BatchCommit::Journal, NEVER).unwrap();
-        put(&store, &b);
-        let segment = segments(dir.path())[0].clone();
-        let bytes = fs::read(&segment).unwrap();
-        // Stopped (its lock released), and the segment put back as a
-        // crash before the checkpoint would have left it.
-        drop(store);
-        fs::write(&segment, bytes).unwrap();
+        stored_then_crashed(dir.path(), &b);
         // Blob 0 lost, blob 1 empty (renamed, never written back), blob 2
         // the right length but wrong bytes, the others intact.
         let lost = blob_path(dir.path(), &b[0].0);
@@ -718,17 +723,7 @@ mod tests {
     fn replay_counts_what_it_found() {
         let dir = disk_dir();
         let b = blobs(4, "count");
-        {
-            let store =
-                Store::open_with(dir.path(), 1 << 30, true, BatchCommit::Journal, NEVER).unwrap();
-            put(&store, &b);
-            let seg = segments(dir.path())[0].clone();
-            let bytes = fs::read(&seg).unwrap();
-            drop(store);
-            // The drop checkpointed; put the segment back as a crash would
-            // have left it, with one file lost.
-            fs::write(&seg, bytes).unwrap();
-        }
+        stored_then_crashed(dir.path(), &b);
         fs::remove_file(blob_path(dir.path(), &b[3].0)).unwrap();
         let store =
             Store::open_with(dir.path(), 1 << 30, false, BatchCommit::Journal, NEVER).unwrap();
