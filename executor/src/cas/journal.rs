@@ -640,6 +640,38 @@ mod tests {
     }
 
     #[test]
+    fn concurrent_batches_survive_checkpoints_running_beside_them() {
+        let dir = disk_dir();
+        // A segment sealed every few batches and checkpointed at once.
+        let limits = Limits {
+            age: Duration::from_millis(1),
+            segment: 4096,
+        };
+        let store =
+            Store::open_with(dir.path(), 1 << 30, true, BatchCommit::Journal, limits).unwrap();
+        let all: Vec<Vec<(BlobKey, Vec<u8>)>> =
+            (0..4).map(|t| blobs(400, &format!("thread {t}"))).collect();
+        std::thread::scope(|s| {
+            for mine in &all {
+                let store = &store;
+                s.spawn(move || {
+                    for batch in mine.chunks(40) {
+                        put(store, batch);
+                    }
+                });
+            }
+        });
+        assert!(store.journal_stats().checkpoints > 1);
+        drop(store);
+        assert!(segments(dir.path()).is_empty());
+        let store = Store::open(dir.path(), 1 << 30, true).unwrap();
+        for (k, d) in all.iter().flatten() {
+            assert_eq!(&fs::read(blob_path(dir.path(), k)).unwrap(), d);
+            assert!(store.contains(k));
+        }
+    }
+
+    #[test]
     fn no_checkpoint_before_the_batch_has_renamed_its_files() {
         let dir = disk_dir();
         let store =
