@@ -469,7 +469,10 @@ fn replay_segment(store: &Store, path: &Path, out: &mut Replayed) -> Result<bool
         }
         let size = u64::from_le_bytes(header[1..9].try_into().expect("8 bytes"));
         let function = function_of(header[0]);
-        let fits = at + (HEADER as u64) + size <= len;
+        // Checked: a corrupt size must not overflow or allocate wildly.
+        let fits = (at + HEADER as u64)
+            .checked_add(size)
+            .is_some_and(|end| end <= len);
         let (Some(function), true, true) = (function, got == HEADER, fits) else {
             warn!(segment = %path.display(), offset = at, "a torn CAS journal record; the rest of its segment is ignored");
             return Ok(false);
@@ -766,6 +769,25 @@ mod tests {
             "the open replayed and emptied it"
         );
         assert_eq!(&store.read(&b[3].0).unwrap(), &b[3].1);
+
+        // A record claiming an impossible size ends its segment: no
+        // overflow, no huge allocation.
+        let (k, d) = &b[0];
+        let mut huge = MAGIC.to_vec();
+        huge.push(function_byte(k.function));
+        huge.extend_from_slice(&u64::MAX.to_le_bytes());
+        huge.extend_from_slice(&k.hash);
+        huge.extend_from_slice(d);
+        fs::write(dir.path().join("journal").join("huge.log"), huge).unwrap();
+        let found = replay(&store, &dir.path().join("journal")).unwrap();
+        assert_eq!(
+            found,
+            Replayed {
+                segments: 1,
+                torn: 1,
+                ..Replayed::default()
+            }
+        );
 
         // A segment without its header is skipped, not an error.
         fs::write(dir.path().join("journal").join("x.log"), b"HRM").unwrap();
