@@ -695,6 +695,15 @@ mod tests {
         assert!(segments(dir.path()).is_empty());
     }
 
+    /// A record as [`Journal::append`] writes it, claiming `size` bytes.
+    fn record(key: &BlobKey, size: u64, data: &[u8]) -> Vec<u8> {
+        let mut r = vec![function_byte(key.function)];
+        r.extend_from_slice(&size.to_le_bytes());
+        r.extend_from_slice(&key.hash);
+        r.extend_from_slice(data);
+        r
+    }
+
     /// Stores `b` through the journal in a store under `state`, then
     /// leaves the journal as a crash before the checkpoint would: the store
     /// is dropped (its lock released, its segment checkpointed and
@@ -726,12 +735,12 @@ mod tests {
         // A second segment whose last record is torn.
         let extra = blobs(2, "torn");
         let mut torn = MAGIC.to_vec();
-        for (i, (k, d)) in extra.iter().enumerate() {
-            torn.push(function_byte(k.function));
-            torn.extend_from_slice(&(d.len() as u64).to_le_bytes());
-            torn.extend_from_slice(&k.hash);
-            torn.extend_from_slice(if i == 0 { d } else { &d[..3] });
-        }
+        torn.extend(record(&extra[0].0, extra[0].1.len() as u64, &extra[0].1));
+        torn.extend(record(
+            &extra[1].0,
+            extra[1].1.len() as u64,
+            &extra[1].1[..3],
+        ));
         fs::write(dir.path().join("journal").join("torn.log"), torn).unwrap();
 
         let store =
@@ -770,36 +779,23 @@ mod tests {
         );
         assert_eq!(&store.read(&b[3].0).unwrap(), &b[3].1);
 
-        // A record claiming an impossible size ends its segment: no
-        // overflow, no huge allocation.
+        // A record claiming an impossible size, and a segment without its
+        // header: each ends its segment (no overflow, no huge allocation),
+        // neither is an error.
         let (k, d) = &b[0];
-        let mut huge = MAGIC.to_vec();
-        huge.push(function_byte(k.function));
-        huge.extend_from_slice(&u64::MAX.to_le_bytes());
-        huge.extend_from_slice(&k.hash);
-        huge.extend_from_slice(d);
-        fs::write(dir.path().join("journal").join("huge.log"), huge).unwrap();
-        let found = replay(&store, &dir.path().join("journal")).unwrap();
-        assert_eq!(
-            found,
-            Replayed {
-                segments: 1,
-                torn: 1,
-                ..Replayed::default()
-            }
-        );
-
-        // A segment without its header is skipped, not an error.
-        fs::write(dir.path().join("journal").join("x.log"), b"HRM").unwrap();
-        let found = replay(&store, &dir.path().join("journal")).unwrap();
-        assert_eq!(
-            found,
-            Replayed {
-                segments: 1,
-                torn: 1,
-                ..Replayed::default()
-            }
-        );
+        let huge = [&MAGIC[..], &record(k, u64::MAX, d)].concat();
+        for bad in [huge, b"HRM".to_vec()] {
+            fs::write(dir.path().join("journal").join("bad.log"), bad).unwrap();
+            let found = replay(&store, &dir.path().join("journal")).unwrap();
+            assert_eq!(
+                found,
+                Replayed {
+                    segments: 1,
+                    torn: 1,
+                    ..Replayed::default()
+                }
+            );
+        }
     }
 
     #[test]
