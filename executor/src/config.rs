@@ -576,7 +576,8 @@ mod tests {
         assert!(!config.action_cache.allow_client_updates);
         assert_eq!(config.listen_addrs().unwrap().len(), 2);
         assert_eq!(config.sandbox_mode, SandboxMode::Supervisor);
-        assert_eq!(config.cas.batch_commit, BatchCommit::default());
+        assert_eq!(config.cas.batch_commit, BatchCommit::Journal);
+        assert_eq!(BatchCommit::default(), BatchCommit::Journal);
         assert_eq!(
             config.retention.period().unwrap(),
             std::time::Duration::from_secs(30 * 86400)

@@ -179,7 +179,6 @@ impl Store {
         let mut w = self.writer(key.function)?;
         w.write(data)?;
         w.verify(key)?;
-        w.finish_writes()?;
         self.install_unsynced(w.path(), key, false)?;
         Ok(true)
     }
